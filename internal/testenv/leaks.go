@@ -1,0 +1,222 @@
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// KernelState is what a test could leave behind in the kernel.
+type KernelState struct {
+	Mounts   []string // "mountpoint fstype source" of every mount we see
+	Cgroups  []string // cgroup directories named minibox* under /sys/fs/cgroup
+	Links    []string // network links in our network namespace
+	NetNS    []string // named network namespaces (ip netns)
+	Children []string // live child processes of the test binary
+}
+
+// CheckLeaks snapshots the kernel state now and, when the test ends, fails
+// it if mounts, cgroups, links or named network namespaces appeared, or a
+// process it started is still running. Leftover processes are killed so a
+// leak does not spread to the next test.
+//
+// It makes the test binary a child subreaper (prctl(2)
+// PR_SET_CHILD_SUBREAPER): processes orphaned by a container's exit are
+// reparented to us instead of to init, so none can hide.
+// Do not use it in tests that run in parallel.
+func CheckLeaks(t testing.TB) {
+	t.Helper()
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("prctl PR_SET_CHILD_SUBREAPER: %v", err)
+	}
+	before := Snapshot()
+	t.Cleanup(func() {
+		after := waitForChildren(2 * time.Second)
+		if leaked := Diff(before, after); leaked != "" {
+			t.Errorf("the test left these behind:\n%s", leaked)
+		}
+		killChildren(after.Children)
+	})
+}
+
+// Snapshot reads the current kernel state.
+func Snapshot() KernelState {
+	return KernelState{
+		Mounts:   mounts(),
+		Cgroups:  minboxCgroups(),
+		Links:    links(),
+		NetNS:    dirNames("/run/netns"),
+		Children: children(),
+	}
+}
+
+// Diff describes what is in after but not in before, or "" if nothing.
+func Diff(before, after KernelState) string {
+	var b strings.Builder
+	add := func(what string, old, cur []string) {
+		for _, x := range newItems(old, cur) {
+			fmt.Fprintf(&b, "  %s: %s\n", what, x)
+		}
+	}
+	add("mount", before.Mounts, after.Mounts)
+	add("cgroup", before.Cgroups, after.Cgroups)
+	add("link", before.Links, after.Links)
+	add("netns", before.NetNS, after.NetNS)
+	add("process", before.Children, after.Children)
+	return b.String()
+}
+
+func newItems(old, cur []string) []string {
+	seen := map[string]int{}
+	for _, x := range old {
+		seen[x]++
+	}
+	var extra []string
+	for _, x := range cur {
+		if seen[x] > 0 {
+			seen[x]--
+			continue
+		}
+		extra = append(extra, x)
+	}
+	return extra
+}
+
+// mounts lists mount points from /proc/self/mountinfo (proc(5)): fields 5
+// (mount point), and after the " - " separator the fstype and source.
+func mounts() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		pre, post, ok := strings.Cut(s.Text(), " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 2 {
+			continue
+		}
+		out = append(out, fields[4]+" "+tail[0]+" "+tail[1])
+	}
+	sort.Strings(out)
+	return out
+}
+
+func minboxCgroups() []string {
+	var out []string
+	_ = filepath.WalkDir("/sys/fs/cgroup", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		if depth := strings.Count(strings.TrimPrefix(path, "/sys/fs/cgroup"), "/"); depth > 4 {
+			return fs.SkipDir
+		}
+		if strings.HasPrefix(d.Name(), "minibox") {
+			out = append(out, path)
+		}
+		return nil
+	})
+	sort.Strings(out)
+	return out
+}
+
+func links() []string {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return []string{"error: " + err.Error()}
+	}
+	var out []string
+	for _, i := range ifaces {
+		out = append(out, i.Name)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func dirNames(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// children lists the live (not zombie) children of this process as
+// "PID command", from /proc/PID/stat (proc(5)).
+func children() []string {
+	me := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// "PID (comm) STATE PPID ..."; comm may hold spaces, so split after ')'.
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		rest := strings.Fields(s[i+1:])
+		if len(rest) < 2 || rest[0] == "Z" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(rest[1]); ppid == me {
+			out = append(out, fmt.Sprintf("%d %s", pid, s[strings.IndexByte(s, '(')+1:i]))
+		}
+	}
+	return out
+}
+
+// waitForChildren gives exiting processes a moment, reaping the zombies that
+// the subreaper inherits, then takes the final snapshot.
+func waitForChildren(limit time.Duration) KernelState {
+	deadline := time.Now().Add(limit)
+	for {
+		reapZombies()
+		state := Snapshot()
+		if len(state.Children) == 0 || time.Now().After(deadline) {
+			return state
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func reapZombies() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+func killChildren(list []string) {
+	for _, c := range list {
+		pid, _ := strconv.Atoi(strings.Fields(c)[0])
+		if pid > 0 {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	reapZombies()
+}
