@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/minibox-lab/minibox/internal/rootfs"
+	"github.com/minibox-lab/minibox/internal/stages"
 	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
@@ -52,25 +53,17 @@ func setup(tmp string) error {
 	return rootfs.Build(rootfsDir, busybox)
 }
 
-// buildStages compiles every NN-name folder at the repository root into
-// dir/stageNN, statically (CGO_ENABLED=0) so the binary also runs inside a
-// busybox rootfs.
+// buildStages compiles every stage folder of the working tree into dir.
 func buildStages(dir string) error {
-	repo, err := filepath.Abs("../..")
+	src, err := filepath.Abs("../..")
 	if err != nil {
 		return err
 	}
-	folders, _ := filepath.Glob(filepath.Join(repo, "[0-9][0-9]-*"))
-	for _, f := range folders {
-		name := "stage" + filepath.Base(f)[:2]
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./"+filepath.Base(f))
-		cmd.Dir = repo
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", filepath.Base(f), err, out)
-		}
+	list, err := stages.List(src)
+	if err != nil {
+		return err
 	}
-	return nil
+	return stages.Build(src, dir, list, nil)
 }
 
 // needStage returns the path of stageNN, after checking root, the rootfs,

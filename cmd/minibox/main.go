@@ -1,0 +1,14 @@
+// Command minibox teaches how a container engine works by building one: it
+// renders each lesson and runs its demos live, checks the host, builds the
+// demo root filesystem, and shows what each stage adds.
+package main
+
+import (
+	"os"
+
+	"github.com/minibox-lab/minibox/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,230 @@
+package doctor
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// MinKernel is the oldest kernel the lessons are written for: 4.18 has all
+// six namespaces, overlayfs and the cgroup v2 memory, cpu and pids
+// controllers.
+var MinKernel = [2]int{4, 18}
+
+// Checks are the host checks, in the order the lessons need them.
+func Checks() []Check {
+	return []Check{
+		{"root", checkRoot},
+		{"kernel", checkKernel},
+		{"namespaces", checkNamespaces},
+		{"cgroups", checkCgroups},
+		{"overlayfs", checkOverlay},
+		{"mount propagation", checkPropagation},
+		{"ip forwarding", checkIPForward},
+		{"iptables", checkCommand("iptables", "apt-get install iptables", "lesson 5 (NAT, published ports) needs it")},
+		{"iproute2", checkCommand("ip", "apt-get install iproute2", "lesson 5 (bridges, veth pairs) needs it")},
+		{"go toolchain", checkGo},
+		{"static busybox", checkBusybox},
+		{"demo rootfs", checkRootfs},
+		{"container", checkContainer},
+	}
+}
+
+func checkRoot(h Host) Result {
+	if h.Euid() == 0 {
+		return Result{Status: OK, Detail: "running as root"}
+	}
+	return Result{Status: Fail, Detail: fmt.Sprintf("running as uid %d; namespaces, mounts and cgroups need root", h.Euid()),
+		Fix: "run it with sudo: sudo minibox doctor (and sudo minibox lesson N)"}
+}
+
+func checkKernel(h Host) Result {
+	rel := h.KernelRelease()
+	major, minor, ok := parseKernel(rel)
+	if !ok {
+		return Result{Status: Warn, Detail: fmt.Sprintf("cannot read the kernel version from %q", rel)}
+	}
+	if major > MinKernel[0] || major == MinKernel[0] && minor >= MinKernel[1] {
+		return Result{Status: OK, Detail: "Linux " + rel}
+	}
+	return Result{Status: Fail, Detail: fmt.Sprintf("Linux %s is older than %d.%d", rel, MinKernel[0], MinKernel[1]),
+		Fix: "use a newer distribution (Debian 11+, Ubuntu 20.04+) or upgrade the kernel"}
+}
+
+// parseKernel reads "6.1.0-18-cloud-amd64" as 6, 1.
+func parseKernel(rel string) (major, minor int, ok bool) {
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(strings.TrimRightFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	return major, minor, err1 == nil && err2 == nil
+}
+
+var namespaceFlags = []struct {
+	name   string
+	flag   uintptr
+	config string
+}{
+	{"mnt", syscall.CLONE_NEWNS, ""},
+	{"uts", syscall.CLONE_NEWUTS, "CONFIG_UTS_NS"},
+	{"ipc", syscall.CLONE_NEWIPC, "CONFIG_IPC_NS"},
+	{"pid", syscall.CLONE_NEWPID, "CONFIG_PID_NS"},
+	{"net", syscall.CLONE_NEWNET, "CONFIG_NET_NS"},
+	{"user", syscall.CLONE_NEWUSER, "CONFIG_USER_NS"},
+}
+
+func checkNamespaces(h Host) Result {
+	if h.Euid() != 0 {
+		return Result{Status: Warn, Detail: "not checked: creating namespaces needs root", Fix: "run as root to check"}
+	}
+	var ok, failed []string
+	var fixes []string
+	for _, ns := range namespaceFlags {
+		if err := h.TryNamespace(ns.flag); err != nil {
+			failed = append(failed, fmt.Sprintf("%s (%v)", ns.name, err))
+			if ns.name == "user" {
+				fixes = append(fixes, "user namespaces may be disabled: sysctl -w user.max_user_namespaces=15000 (and on Ubuntu 23.10+: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0)")
+			} else if ns.config != "" {
+				fixes = append(fixes, "the kernel lacks "+ns.config+": use a distribution kernel")
+			}
+			continue
+		}
+		ok = append(ok, ns.name)
+	}
+	if len(failed) > 0 {
+		return Result{Status: Fail, Detail: "cannot create: " + strings.Join(failed, ", "), Fix: strings.Join(fixes, "\n")}
+	}
+	return Result{Status: OK, Detail: "all six can be created: " + strings.Join(ok, " ")}
+}
+
+func checkOverlay(h Host) Result {
+	fs, err := h.ReadFile("/proc/filesystems")
+	if err != nil {
+		return Result{Status: Fail, Detail: err.Error()}
+	}
+	if HasFilesystem(fs, "overlay") {
+		return Result{Status: OK, Detail: "overlay is in /proc/filesystems"}
+	}
+	return Result{Status: Fail, Detail: "overlay is not in /proc/filesystems (lesson 4 needs it)",
+		Fix: "modprobe overlay  (and add overlay to /etc/modules-load.d/minibox.conf to keep it)"}
+}
+
+// HasFilesystem reports whether /proc/filesystems content lists fstype.
+func HasFilesystem(procFilesystems, fstype string) bool {
+	for _, line := range strings.Split(procFilesystems, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[len(f)-1] == fstype {
+			return true
+		}
+	}
+	return false
+}
+
+func checkPropagation(h Host) Result {
+	mi, err := h.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return Result{Status: Warn, Detail: err.Error()}
+	}
+	switch p := RootPropagation(mi); p {
+	case "shared":
+		return Result{Status: OK, Detail: "/ is shared (the systemd default): that is why every stage from 02 first makes its mounts private"}
+	case "":
+		return Result{Status: Warn, Detail: "no / mount found in /proc/self/mountinfo"}
+	default:
+		return Result{Status: OK, Detail: "/ is " + p + " (stages still make their mounts private: most hosts share /)"}
+	}
+}
+
+// RootPropagation reads the propagation of "/" from mountinfo (proc(5)):
+// optional fields "shared:N" or "master:N" before the " - " separator;
+// none means private.
+func RootPropagation(mountinfo string) string {
+	for _, line := range strings.Split(mountinfo, "\n") {
+		pre, _, ok := strings.Cut(line, " - ")
+		f := strings.Fields(pre)
+		if !ok || len(f) < 6 || f[4] != "/" {
+			continue
+		}
+		prop := "private"
+		for _, opt := range f[6:] {
+			switch {
+			case strings.HasPrefix(opt, "shared:"):
+				prop = "shared"
+			case strings.HasPrefix(opt, "master:") && prop != "shared":
+				prop = "slave"
+			case opt == "unbindable":
+				prop = "unbindable"
+			}
+		}
+		return prop
+	}
+	return ""
+}
+
+func checkIPForward(h Host) Result {
+	v, err := h.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return Result{Status: Warn, Detail: err.Error()}
+	}
+	if strings.TrimSpace(v) == "1" {
+		return Result{Status: OK, Detail: "net.ipv4.ip_forward = 1"}
+	}
+	return Result{Status: Warn, Detail: "net.ipv4.ip_forward = 0: containers on a bridge cannot reach beyond the host (lesson 5 turns it on only inside its own network namespace)",
+		Fix: "sysctl -w net.ipv4.ip_forward=1"}
+}
+
+func checkCommand(cmd, install, why string) func(Host) Result {
+	return func(h Host) Result {
+		if p, err := h.LookPath(cmd); err == nil {
+			return Result{Status: OK, Detail: p}
+		}
+		return Result{Status: Fail, Detail: cmd + " not found: " + why, Fix: install}
+	}
+}
+
+func checkGo(h Host) Result {
+	for _, p := range []string{"go", "/usr/local/go/bin/go"} {
+		if path, err := h.LookPath(p); err == nil {
+			return Result{Status: OK, Detail: path + " (lessons build the stage programs from your working tree)"}
+		}
+	}
+	return Result{Status: Fail, Detail: "no go command: the lessons build the stage programs from your working tree",
+		Fix: "install Go from https://go.dev/doc/install (or apt-get install golang-go)"}
+}
+
+func checkBusybox(h Host) Result {
+	p, err := h.StaticBusybox()
+	if err != nil {
+		return Result{Status: Fail, Detail: err.Error(), Fix: "apt-get install busybox-static"}
+	}
+	return Result{Status: OK, Detail: p + " is statically linked"}
+}
+
+func checkRootfs(h Host) Result {
+	dir, ok := h.RootfsBuilt()
+	if ok {
+		return Result{Status: OK, Detail: dir}
+	}
+	return Result{Status: Fail, Detail: dir + " is not built", Fix: "sudo minibox rootfs  (or: make rootfs)"}
+}
+
+func checkContainer(h Host) Result {
+	var signs []string
+	for _, f := range []string{"/.dockerenv", "/run/.containerenv"} {
+		if h.Exists(f) {
+			signs = append(signs, f)
+		}
+	}
+	if h.RootFstype() == "overlay" {
+		return Result{Status: Fail, Detail: "/ is an overlay filesystem (inside a container?): overlay on overlay does not work for lesson 4",
+			Fix: "run the lessons on a VM or a real machine, or give the container a volume that is not overlay and set MINIBOX_ROOT and MINIBOX_ROOTFS to it"}
+	}
+	if len(signs) > 0 {
+		return Result{Status: Warn, Detail: "signs of a container (" + strings.Join(signs, ", ") + "), but / is not overlay, so the lessons can run",
+			Fix: "if a lesson fails with EPERM, run on a VM instead of inside a container"}
+	}
+	return Result{Status: OK, Detail: "not inside a container"}
+}

@@ -1,0 +1,235 @@
+package lesson
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Action is what the student chose before a demo.
+type Action int
+
+const (
+	Run Action = iota
+	Skip
+	Quit
+)
+
+// ErrQuit is returned when the student quits a lesson.
+var ErrQuit = errors.New("lesson quit")
+
+// Runner runs a lesson: prose through Render, demos live.
+type Runner struct {
+	Out    io.Writer                       // everything the student sees
+	Render func(md string) (string, error) // Markdown → terminal text
+	Prompt func(*Demo) (Action, error)     // nil: run every demo without asking
+	Check  bool                            // stop at the first unmet expectation
+	Env    []string                        // the demos' environment
+	Dir    string                          // the demos' working directory
+	Color  bool                            // colour the gutter and marks
+}
+
+// Report says how a lesson run went.
+type Report struct {
+	Ran, Skipped int
+	Failures     []string // one line each, "lessons/en/01-chroot.md:42: …"
+}
+
+// Finished reports whether every demo ran and met its expectations.
+func (r Report) Finished() bool { return r.Skipped == 0 && len(r.Failures) == 0 }
+
+// Run renders and runs l. It returns ErrQuit if the student quit, and an
+// error naming the first failure in check mode.
+func (r *Runner) Run(ctx context.Context, l *Lesson) (Report, error) {
+	var rep Report
+	file := fmt.Sprintf("lessons/%s/%s.md", l.Lang, l.Name)
+	for _, seg := range l.Segments {
+		if seg.Demo == nil {
+			text, err := r.Render(seg.Prose)
+			if err != nil {
+				return rep, fmt.Errorf("render %s: %w", file, err)
+			}
+			fmt.Fprint(r.Out, text)
+			continue
+		}
+		d := seg.Demo
+		r.showScript(d)
+		if r.Prompt != nil {
+			switch act, err := r.Prompt(d); {
+			case err != nil:
+				return rep, err
+			case act == Quit:
+				return rep, ErrQuit
+			case act == Skip:
+				rep.Skipped++
+				fmt.Fprintln(r.Out, r.paint(dim, "  (skipped)"))
+				continue
+			}
+		}
+		rep.Ran++
+		for _, f := range r.runDemo(ctx, d) {
+			rep.Failures = append(rep.Failures, fmt.Sprintf("%s:%s", file, f))
+			if r.Check {
+				return rep, fmt.Errorf("%s:%s", file, f)
+			}
+		}
+		fmt.Fprintln(r.Out)
+	}
+	return rep, nil
+}
+
+// showScript prints the demo's commands, shell-prompt style.
+func (r *Runner) showScript(d *Demo) {
+	for i, line := range strings.Split(strings.TrimRight(d.Script, "\n"), "\n") {
+		mark := "  $ "
+		if i > 0 {
+			mark = "  > "
+		}
+		fmt.Fprintln(r.Out, r.paint(bold, mark+line))
+	}
+}
+
+// runDemo runs one demo, streaming its output, and returns its failures
+// ("LINE: what went wrong").
+func (r *Runner) runDemo(ctx context.Context, d *Demo) []string {
+	ctx, cancel := context.WithTimeout(ctx, d.Timeout)
+	defer cancel()
+
+	gutter := &gutterWriter{out: r.Out, prefix: r.paint(dim, "  │ ")}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", d.Script)
+	cmd.Env, cmd.Dir = r.Env, r.Dir
+	cmd.Stdout, cmd.Stderr = gutter, gutter // one pipe: order is kept
+	// Own process group, so a timeout kills everything the demo started.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A background process still holding the pipe must not hang us.
+	cmd.WaitDelay = 2 * time.Second
+
+	err := cmd.Run()
+	if cmd.Process != nil {
+		// Whatever the demo left running in its group goes with it.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	gutter.finish()
+
+	var failures []string
+	code := 0
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() == context.DeadlineExceeded:
+		return []string{fmt.Sprintf("%d: demo did not finish within %s (add timeout=… to the demo line if it needs longer)", d.Line, d.Timeout)}
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	case err != nil && !errors.Is(err, exec.ErrWaitDelay):
+		return []string{fmt.Sprintf("%d: cannot run demo: %v", d.Line, err)}
+	}
+	if !d.AnyExit && code != d.Exit {
+		msg := fmt.Sprintf("%d: demo exited with status %d, expected %d", d.Line, code, d.Exit)
+		fmt.Fprintln(r.Out, r.paint(red, "  ✗ exit status "+fmt.Sprint(code)))
+		failures = append(failures, msg)
+	}
+	output := gutter.text()
+	for _, rule := range d.Expect {
+		if rule.Matches(output) {
+			fmt.Fprintln(r.Out, r.paint(green, "  ✓ "+rule.Raw))
+			continue
+		}
+		fmt.Fprintln(r.Out, r.paint(red, "  ✗ "+rule.Raw))
+		what := "no output line matches"
+		if rule.Negate {
+			what = "an output line matches"
+		}
+		failures = append(failures, fmt.Sprintf("%d: expectation %q not met: %s", rule.Line, rule.Raw, what))
+	}
+	return failures
+}
+
+const (
+	bold  = "1"
+	dim   = "2"
+	red   = "31"
+	green = "32"
+)
+
+func (r *Runner) paint(code, s string) string {
+	if !r.Color {
+		return s
+	}
+	return "\x1b[" + code + "m" + s + "\x1b[0m"
+}
+
+// gutterWriter streams output with a prefix at the start of each line, and
+// keeps a copy for the expectations.
+type gutterWriter struct {
+	mu       sync.Mutex
+	out      io.Writer
+	prefix   string
+	midLine  bool
+	captured strings.Builder
+}
+
+func (g *gutterWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.captured.Write(p)
+	var b strings.Builder
+	for _, c := range string(p) {
+		if !g.midLine {
+			b.WriteString(g.prefix)
+			g.midLine = true
+		}
+		b.WriteRune(c)
+		if c == '\n' {
+			g.midLine = false
+		}
+	}
+	if _, err := io.WriteString(g.out, b.String()); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// finish ends a last line that had no newline.
+func (g *gutterWriter) finish() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.midLine {
+		io.WriteString(g.out, "\n")
+		g.midLine = false
+	}
+}
+
+func (g *gutterWriter) text() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.captured.String()
+}
+
+// DemoEnv builds the environment demos run with: the caller's, with the
+// stage binaries first on PATH and the lesson's variables set.
+func DemoEnv(base []string, binDir, rootfsDir, workDir string, number int) []string {
+	env := []string{}
+	path := os.Getenv("PATH")
+	for _, kv := range base {
+		switch {
+		case strings.HasPrefix(kv, "PATH="):
+			path = strings.TrimPrefix(kv, "PATH=")
+		case strings.HasPrefix(kv, "ROOTFS="), strings.HasPrefix(kv, "WORK="), strings.HasPrefix(kv, "MINIBOX_LESSON="):
+		default:
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"PATH="+binDir+":"+path,
+		"ROOTFS="+rootfsDir,
+		"WORK="+workDir,
+		fmt.Sprintf("MINIBOX_LESSON=%d", number),
+	)
+}

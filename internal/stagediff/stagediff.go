@@ -1,0 +1,165 @@
+// Package stagediff shows what one stage adds over another: a unified diff
+// of the two folders and a one-line summary.
+package stagediff
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/pmezard/go-difflib/difflib"
+)
+
+// FileDiff is the change to one file between two stage folders.
+type FileDiff struct {
+	Path           string // relative to the stage folder
+	Added, Removed int    // lines
+	New, Gone      bool   // file only in the newer / older stage
+	Unified        string // the unified diff text
+}
+
+// Summary totals a diff.
+type Summary struct {
+	Files, NewFiles, GoneFiles int
+	Added, Removed             int
+}
+
+// Diff compares every regular file under oldDir and newDir. Labels name the
+// two sides in the diff headers ("01-chroot", "02-namespaces").
+func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
+	oldFiles, err := files(oldDir)
+	if err != nil {
+		return nil, err
+	}
+	newFiles, err := files(newDir)
+	if err != nil {
+		return nil, err
+	}
+	paths := map[string]bool{}
+	for p := range oldFiles {
+		paths[p] = true
+	}
+	for p := range newFiles {
+		paths[p] = true
+	}
+	var sorted []string
+	for p := range paths {
+		sorted = append(sorted, p)
+	}
+	sort.Strings(sorted)
+
+	var out []FileDiff
+	for _, p := range sorted {
+		a, inOld := oldFiles[p]
+		b, inNew := newFiles[p]
+		if inOld && inNew && a == b {
+			continue
+		}
+		text, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+			A: difflib.SplitLines(a), B: difflib.SplitLines(b),
+			FromFile: oldLabel + "/" + p, ToFile: newLabel + "/" + p,
+			Context: 3,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("diff %s: %w", p, err)
+		}
+		fd := FileDiff{Path: p, New: !inOld, Gone: !inNew, Unified: text}
+		for _, line := range strings.Split(text, "\n") {
+			switch {
+			case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
+			case strings.HasPrefix(line, "+"):
+				fd.Added++
+			case strings.HasPrefix(line, "-"):
+				fd.Removed++
+			}
+		}
+		out = append(out, fd)
+	}
+	return out, nil
+}
+
+// files reads every regular file under dir, keyed by relative path.
+func files(dir string) (map[string]string, error) {
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		out[rel] = string(data)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read stage folder: %w", err)
+	}
+	return out, nil
+}
+
+// Summarize totals diffs.
+func Summarize(diffs []FileDiff) Summary {
+	var s Summary
+	for _, d := range diffs {
+		s.Files++
+		s.Added += d.Added
+		s.Removed += d.Removed
+		if d.New {
+			s.NewFiles++
+		}
+		if d.Gone {
+			s.GoneFiles++
+		}
+	}
+	return s
+}
+
+func (s Summary) String() string {
+	extra := ""
+	if s.NewFiles > 0 || s.GoneFiles > 0 {
+		extra = fmt.Sprintf(" (%d new, %d removed)", s.NewFiles, s.GoneFiles)
+	}
+	return fmt.Sprintf("%d file(s) changed%s, %d line(s) added, %d removed", s.Files, extra, s.Added, s.Removed)
+}
+
+// Print writes the diffs, coloured when color is set, then the summary.
+func Print(w io.Writer, diffs []FileDiff, color bool) {
+	for _, d := range diffs {
+		for _, line := range strings.SplitAfter(d.Unified, "\n") {
+			if line == "" {
+				continue
+			}
+			io.WriteString(w, paint(line, color))
+		}
+	}
+	fmt.Fprintln(w, Summarize(diffs))
+}
+
+func paint(line string, color bool) string {
+	if !color {
+		return line
+	}
+	code := ""
+	switch {
+	case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
+		code = "1"
+	case strings.HasPrefix(line, "@@"):
+		code = "36"
+	case strings.HasPrefix(line, "+"):
+		code = "32"
+	case strings.HasPrefix(line, "-"):
+		code = "31"
+	default:
+		return line
+	}
+	return "\x1b[" + code + "m" + strings.TrimSuffix(line, "\n") + "\x1b[0m\n"
+}

@@ -1,0 +1,132 @@
+// Package stages finds the stage programs (01-chroot, 02-namespaces, …) in
+// the source tree and builds them, so lessons run the student's current
+// code.
+package stages
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Module is the module path that identifies the minibox source tree.
+const Module = "github.com/minibox-lab/minibox"
+
+// Stage is one stage folder.
+type Stage struct {
+	Number int
+	Name   string // folder name, "01-chroot"
+	Dir    string // absolute path
+}
+
+// Binary is the stage program's name on a lesson's PATH: stage01, stage02…
+func (s Stage) Binary() string { return fmt.Sprintf("stage%02d", s.Number) }
+
+// FindSource returns the root of the minibox source tree: $MINIBOX_SRC, else
+// the first directory holding minibox's go.mod above start, else above the
+// running executable.
+func FindSource(start string) (string, error) {
+	if src := os.Getenv("MINIBOX_SRC"); src != "" {
+		if !isSourceRoot(src) {
+			return "", fmt.Errorf("MINIBOX_SRC=%s: no go.mod for %s there", src, Module)
+		}
+		return src, nil
+	}
+	starts := []string{start}
+	if exe, err := os.Executable(); err == nil {
+		starts = append(starts, filepath.Dir(exe))
+	}
+	for _, dir := range starts {
+		for d := dir; ; d = filepath.Dir(d) {
+			if isSourceRoot(d) {
+				return d, nil
+			}
+			if d == filepath.Dir(d) {
+				break
+			}
+		}
+	}
+	return "", fmt.Errorf("cannot find the minibox source tree (needed to build the stage programs): run minibox from inside the checkout, or set MINIBOX_SRC")
+}
+
+func isSourceRoot(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	return err == nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("module "+Module+"\n"))
+}
+
+// List returns the stage folders of the source tree, in order.
+func List(src string) ([]Stage, error) {
+	dirs, err := filepath.Glob(filepath.Join(src, "[0-9][0-9]-*"))
+	if err != nil {
+		return nil, err
+	}
+	var out []Stage
+	for _, d := range dirs {
+		if info, err := os.Stat(d); err != nil || !info.IsDir() {
+			continue
+		}
+		name := filepath.Base(d)
+		n, _ := strconv.Atoi(name[:2])
+		out = append(out, Stage{Number: n, Name: name, Dir: d})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Number < out[j].Number })
+	return out, nil
+}
+
+// Find returns stage n.
+func Find(src string, n int) (Stage, error) {
+	all, err := List(src)
+	if err != nil {
+		return Stage{}, err
+	}
+	var names []string
+	for _, s := range all {
+		if s.Number == n {
+			return s, nil
+		}
+		names = append(names, s.Name)
+	}
+	return Stage{}, fmt.Errorf("no stage %02d in %s (there are: %s)", n, src, strings.Join(names, ", "))
+}
+
+// GoTool returns the go command: on PATH, else the usual install places
+// (sudo's secure_path usually leaves /usr/local/go/bin out).
+func GoTool() (string, error) {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p, nil
+	}
+	for _, p := range []string{"/usr/local/go/bin/go", "/usr/lib/go/bin/go"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("the go command is not on PATH nor in /usr/local/go/bin: install Go (https://go.dev/doc/install) — the lessons build the stage programs from your working tree")
+}
+
+// Build compiles the given stages into outDir as stage01, stage02, … — static
+// (CGO_ENABLED=0), so they also run inside a busybox rootfs. Progress goes
+// to log; a compile error is returned with the compiler's message.
+func Build(src, outDir string, list []Stage, log io.Writer) error {
+	goTool, err := GoTool()
+	if err != nil {
+		return err
+	}
+	for _, s := range list {
+		if log != nil {
+			fmt.Fprintf(log, "building %s from %s\n", s.Binary(), s.Name)
+		}
+		cmd := exec.Command(goTool, "build", "-o", filepath.Join(outDir, s.Binary()), "./"+s.Name)
+		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s failed:\n%s", s.Name, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
