@@ -74,7 +74,11 @@ func (r *Runner) Run(ctx context.Context, l *Lesson) (Report, error) {
 			}
 		}
 		rep.Ran++
-		for _, f := range r.runDemo(ctx, d) {
+		failures := r.runDemo(ctx, d)
+		if err := ctx.Err(); err != nil {
+			return rep, err // interrupted (Ctrl-C): the demo's group is gone
+		}
+		for _, f := range failures {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s:%s", file, f))
 			if r.Check {
 				return rep, fmt.Errorf("%s:%s", file, f)

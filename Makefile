@@ -1,0 +1,53 @@
+# minibox — the README's commands.
+#
+#   sudo make tour    install what the lessons need, build, and run every lesson
+#   sudo make test    everything CI runs: lint, all tests as root, the cgroup v2 VM
+#   make bench        benchmarks (timing goals are measured here, never asserted)
+#   make lint         gofmt + go vet
+
+# sudo's secure_path usually leaves Go out: find it anyway.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export PATH := $(dir $(GO)):$(PATH)
+
+BIN := bin/minibox
+LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md)))
+
+.PHONY: tour test test-go test-v2vm bench lint build rootfs prereqs prereqs-test
+
+build:
+	$(GO) build -o $(BIN) ./cmd/minibox
+
+prereqs:
+	@scripts/install-prereqs.sh
+
+prereqs-test:
+	@scripts/install-prereqs.sh --test
+
+rootfs: build
+	$(BIN) rootfs
+
+# Every lesson that exists, in order, without pauses, checking every
+# expectation.
+tour: prereqs build rootfs
+	$(BIN) doctor
+	@set -e; for l in $(LESSONS); do \
+		n=$${l%%-*}; echo "=== lesson $$n ($$l)"; \
+		$(BIN) lesson $$((10#$$n)) --yes --check; \
+	done
+
+test: prereqs-test lint test-go test-v2vm
+
+test-go:
+	$(GO) test -count=1 -timeout 30m ./...
+
+# The same kernel tests on a throw-away cgroup v2 kernel (see docs/cgroup-v2-vm.md).
+test-v2vm:
+	scripts/cgroupv2-vm/run.sh ./internal/v2vmcheck -test.v
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...

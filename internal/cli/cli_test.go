@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/minibox-lab/minibox/internal/rootfs"
+	"github.com/minibox-lab/minibox/internal/testenv"
+)
+
+// minibox runs the CLI in-process and returns stdout, stderr, exit status.
+func minibox(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := Execute(args, strings.NewReader(""), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func TestLessonArgumentErrors(t *testing.T) {
+	_, stderr, code := minibox(t, "lesson", "one")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `expected a lesson number, got "one"`)
+
+	_, stderr, code = minibox(t, "lesson", "99", "--lang", "en")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "no lesson 99 in en (there are: 01-chroot")
+
+	_, stderr, code = minibox(t, "lesson", "1", "--lang", "fr")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `unknown language "fr"`)
+
+	_, stderr, code = minibox(t, "lesson")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "accepts 1 arg")
+}
+
+func TestLessonsListsTitlesAndProgress(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "progress.json")
+	t.Setenv("MINIBOX_STATE", state)
+	out, _, code := minibox(t, "lessons", "--lang", "en")
+	require.Equal(t, 0, code)
+	lines := strings.Split(out, "\n")
+	assert.Regexp(t, `^#\s+TITLE\s+STAGE\s+DONE`, lines[0])
+	assert.Regexp(t, `^1\s+chroot.*01-chroot\s*$`, lines[1], "not done yet")
+
+	require.NoError(t, os.WriteFile(state, []byte(`{"finished":{"1":"2026-01-01T00:00:00Z"}}`), 0o644))
+	out, _, _ = minibox(t, "lessons", "--lang", "en")
+	assert.Regexp(t, `(?m)^1\s+chroot.*01-chroot\s+✓$`, out)
+
+	out, _, code = minibox(t, "lessons", "--help")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "MINIBOX_STATE", "--help says where progress is kept")
+}
+
+// fakeTree makes a source tree with two stages for the diff command.
+func fakeTree(t *testing.T) string {
+	t.Helper()
+	src := t.TempDir()
+	write := func(rel, content string) {
+		p := filepath.Join(src, rel)
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, []byte(content), 0o644))
+	}
+	write("go.mod", "module github.com/minibox-lab/minibox\n\ngo 1.22\n")
+	write("01-first/main.go", "package main\n\nfunc main() {\n\tchroot()\n}\n")
+	write("02-second/main.go", "package main\n\nfunc main() {\n\tunshare()\n\tchroot()\n}\n")
+	write("02-second/mounts.go", "package main\n\nfunc unshare() {}\n")
+	t.Setenv("MINIBOX_SRC", src)
+	return src
+}
+
+func TestDiff(t *testing.T) {
+	fakeTree(t)
+	out, stderr, code := minibox(t, "diff", "2")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "--- 01-first/main.go")
+	assert.Contains(t, out, "+++ 02-second/main.go")
+	assert.Contains(t, out, "+\tunshare()")
+	assert.Contains(t, out, "+++ 02-second/mounts.go")
+	assert.NotContains(t, out, "\x1b[", "no colour when not a terminal")
+	assert.Contains(t, out, "2 file(s) changed (1 new, 0 removed), 4 line(s) added, 0 removed")
+
+	out, _, code = minibox(t, "diff", "2", "1")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "-\tunshare()", "diff N M compares N → M")
+
+	_, stderr, code = minibox(t, "diff", "1")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "stage 01-first is the first stage: there is no previous stage to diff against")
+
+	_, stderr, code = minibox(t, "diff", "7")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "no stage 07")
+	assert.Contains(t, stderr, "01-first, 02-second")
+
+	_, stderr, code = minibox(t, "diff", "two")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `expected stage numbers, got "two"`)
+}
+
+func TestRootfsBuildsIntoDir(t *testing.T) {
+	_, err := rootfs.FindStaticBusybox()
+	testenv.Require(t, err == nil, "needs a static busybox (apt-get install busybox-static)")
+	dir := filepath.Join(t.TempDir(), "rootfs")
+	out, stderr, code := minibox(t, "rootfs", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "demo rootfs ready in "+dir)
+	assert.True(t, rootfs.IsBuilt(dir))
+}
+
+func TestDoctorExitStatusFollowsChecks(t *testing.T) {
+	testenv.RequireRoot(t)
+	missing := filepath.Join(t.TempDir(), "not-built")
+	out, _, code := minibox(t, "doctor", "--rootfs", missing)
+	assert.Equal(t, 1, code, "a missing demo rootfs fails the doctor")
+	assert.Contains(t, out, missing+" is not built")
+	assert.Contains(t, out, "fix: sudo minibox rootfs")
+
+	// On a machine set up by `make test` (.ci/run), everything the lessons
+	// need is there.
+	built := filepath.Join(t.TempDir(), "rootfs")
+	_, _, code = minibox(t, "rootfs", built)
+	require.Equal(t, 0, code)
+	out, _, code = minibox(t, "doctor", "--rootfs", built)
+	assert.Equal(t, 0, code, out)
+	assert.Contains(t, out, "Ready for the lessons")
+}

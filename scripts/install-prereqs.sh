@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what the lessons (and, with --test, the test suite) need on
+# Debian or Ubuntu, skipping what is already there. On other distributions
+# it prints what to install instead.
+#
+#   scripts/install-prereqs.sh          busybox-static iproute2 iptables
+#   scripts/install-prereqs.sh --test   … and qemu-system-x86 (the cgroup v2 VM)
+set -euo pipefail
+
+packages=(busybox-static iproute2 iptables)
+if [[ "${1:-}" == "--test" ]]; then
+	packages+=(qemu-system-x86)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+	# dpkg-query prints "install ok installed" for an installed package.
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+		missing+=("$p")
+	fi
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if ! command -v apt-get >/dev/null; then
+	echo "minibox needs these packages (names as on Debian/Ubuntu): ${missing[*]}" >&2
+	echo "install them with your distribution's package manager, then run make again" >&2
+	exit 1
+fi
+if [[ $(id -u) -ne 0 ]]; then
+	echo "missing packages: ${missing[*]}; run: sudo make ${MAKECMDGOALS:-tour}" >&2
+	exit 1
+fi
+echo "installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends: qemu alone would otherwise pull in a desktop's worth.
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
