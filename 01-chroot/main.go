@@ -21,10 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// exitCode is set by escape, which returns (rather than exiting) so that its
-// deferred clean-up runs.
-var exitCode int
-
 const usage = `usage:
   stage01 run ROOTFS -- CMD [ARGS...]   run CMD with ROOTFS as its root directory
   stage01 escape HOST-FILE              (inside a chroot) break out and read HOST-FILE`
@@ -39,8 +35,7 @@ func main() {
 	case "child":
 		child(os.Args[2:])
 	case "escape":
-		escape(os.Args[2:])
-		os.Exit(exitCode)
+		os.Exit(escape(os.Args[2:]))
 	default:
 		fail(2, "unknown command %q\n%s", os.Args[1], usage)
 	}
@@ -91,7 +86,8 @@ func child(args []string) {
 // subdirectory (so the current directory is now *outside* the root), walk up
 // with chdir("..") past where the old root was, and chroot(".") at the top.
 // It proves the escape by printing a file that exists only on the host.
-func escape(args []string) {
+// It returns its exit status, so that its deferred clean-up always runs.
+func escape(args []string) int {
 	if len(args) != 1 {
 		fail(2, usage)
 	}
@@ -103,28 +99,40 @@ func escape(args []string) {
 	// Keep a handle on the chroot's own "/" so the helper directory can be
 	// removed afterwards: once out, "/.escape" would name a host path.
 	oldRoot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY, 0)
-	must(err, "open /")
+	if err != nil {
+		return escapeFailed("open /: %v", err)
+	}
 	defer unix.Unlinkat(oldRoot, ".escape", unix.AT_REMOVEDIR)
 
 	// mkdir /.escape && chroot /.escape — the root moves down, cwd stays up.
 	_ = os.Mkdir("/.escape", 0o700)
-	must(unix.Chroot("/.escape"), "chroot /.escape")
+	if err := unix.Chroot("/.escape"); err != nil {
+		return escapeFailed("chroot /.escape: %v", err)
+	}
 
 	// cd .. (many times) — the kernel stops ".." only at the process's
 	// root, and our cwd is no longer beneath it, so we climb to the real /.
 	for i := 0; i < 256; i++ {
-		must(unix.Chdir(".."), "chdir ..")
+		if err := unix.Chdir(".."); err != nil {
+			return escapeFailed("chdir ..: %v", err)
+		}
 	}
 	// chroot . — make the host's real / our root again.
-	must(unix.Chroot("."), "chroot .")
+	if err := unix.Chroot("."); err != nil {
+		return escapeFailed("chroot .: %v", err)
+	}
 
 	secret, err := os.ReadFile(hostFile)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "escape failed: cannot read %s: %v\n", hostFile, err)
-		exitCode = 1
-		return
+		return escapeFailed("cannot read %s: %v", hostFile, err)
 	}
 	fmt.Printf("escaped! %s on the host says: %s", hostFile, secret)
+	return 0
+}
+
+func escapeFailed(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "escape failed: "+format+"\n", args...)
+	return 1
 }
 
 // exitStatus turns the child's end into a shell-style exit status:

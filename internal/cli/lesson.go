@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -93,7 +94,10 @@ func runLesson(s *streams, f lessonFlags, arg string) error {
 		return &exitError{code: 1, err: err}
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	// Ctrl-C, a closed terminal or a closed pipe (minibox lesson 1 | head)
+	// end the lesson the same way: the running demo gets SIGTERM and its
+	// clean-up runs, then minibox removes its own temporary files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	defer stop()
 	runner, err := newRunner(s, f, l, binDir, rootfsDir, workDir)
 	if err != nil {

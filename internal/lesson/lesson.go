@@ -41,6 +41,10 @@ type Demo struct {
 // DefaultTimeout is how long a demo may run unless it says otherwise.
 const DefaultTimeout = 60 * time.Second
 
+// GracePeriod is how long a timed-out or interrupted demo has between
+// SIGTERM and SIGKILL to clean up.
+const GracePeriod = 2 * time.Second
+
 // Rule is one line of an expect block.
 type Rule struct {
 	Line   int    // line in the lesson file

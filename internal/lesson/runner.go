@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 // Action is what the student chose before a demo.
@@ -110,11 +109,14 @@ func (r *Runner) runDemo(ctx context.Context, d *Demo) []string {
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", d.Script)
 	cmd.Env, cmd.Dir = r.Env, r.Dir
 	cmd.Stdout, cmd.Stderr = gutter, gutter // one pipe: order is kept
-	// Own process group, so a timeout kills everything the demo started.
+	// Own process group, so a timeout or Ctrl-C reaches everything the demo
+	// started. SIGTERM first: a demo's `trap … EXIT` gets to unmount and
+	// remove what it made. Whatever still runs is killed below.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A background process still holding the pipe must not hang us.
-	cmd.WaitDelay = 2 * time.Second
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	// How long a cancelled demo has to clean up, and how long a background
+	// process still holding the output pipe may keep us waiting.
+	cmd.WaitDelay = GracePeriod
 
 	err := cmd.Run()
 	if cmd.Process != nil {
