@@ -29,6 +29,9 @@ if [ -z "$MINIBOX_V2VM_REROOTED" ]; then
 	echo "cgroupv2-vm init: cannot re-root the initramfs; pivot_root will fail" >&2
 fi
 unset MINIBOX_V2VM_REROOTED
+# The kernel makes the initramfs root world-writable (1777); make it look
+# like any root directory.
+/bin/busybox chmod 0755 /
 
 # Busybox installs its applets as symlinks (sh, mount, ip, ...) into /bin, so
 # that the rest of this script and the tests find them on PATH.
@@ -41,8 +44,8 @@ nonce=$(cat /minibox/nonce)
 rm -f /minibox/nonce
 
 report() { # report STATUS: the line run.sh waits for, then power off.
-	# A leading newline in case the test's last output line had none.
-	printf '\nMINIBOX-V2VM-RESULT %s exit=%s\n' "$nonce" "$1"
+	# (run.sh also finds it after a last test output line without newline.)
+	printf 'MINIBOX-V2VM-RESULT %s exit=%s\n' "$nonce" "$1"
 	# Wait until the serial line has sent everything before the power goes:
 	# tcsetattr(TCSADRAIN), which stty does, returns only once the output
 	# queue is empty.

@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# Run one Go test package inside a throw-away VM whose kernel has only cgroup v2.
+#
+#   scripts/cgroupv2-vm/run.sh PKG [TEST-BINARY FLAGS...]
+#   scripts/cgroupv2-vm/run.sh ./internal/stagetest -test.run Cgroup -test.v
+#
+# Why: the machines minibox is developed and tested on are cgroup v1/hybrid and
+# must stay so, but most students run pure cgroup v2. So we boot Debian's own
+# 6.1 cloud kernel under QEMU with an initramfs that holds a static busybox,
+# our /init (init.sh next to this file), a few kernel modules, the statically
+# linked test binary and every stage program; /init runs the tests as root and
+# reports their exit status, which becomes this script's exit status.
+# See docs/cgroup-v2-vm.md.
+#
+# Environment:
+#   MINIBOX_VM_CACHE    where the kernel is kept  (/var/cache/minibox/cgroupv2-vm)
+#   MINIBOX_VM_TIMEOUT  seconds before the VM is killed                    (600)
+#   MINIBOX_VM_MEM      guest memory in MiB                               (1024)
+#
+# Needs: go, qemu-system-x86_64 (Debian package qemu-system-x86), a static
+# busybox (busybox-static), apt-get and dpkg-deb (to fetch the kernel once).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# PKG is a path in the module, like ./internal/v2vmcheck: work from the
+# repository root whatever the current directory is.
+cd "$here/../.."
+cache=${MINIBOX_VM_CACHE:-/var/cache/minibox/cgroupv2-vm}
+vm_timeout=${MINIBOX_VM_TIMEOUT:-600}
+vm_mem=${MINIBOX_VM_MEM:-1024}
+# Kernel modules the tests need that the cloud kernel does not build in.
+# Their dependencies (llc, stp for bridge) are found and loaded first.
+modules=(overlay veth bridge)
+
+say() { echo "cgroupv2-vm: $*" >&2; }
+die() {
+	say "error: $*"
+	exit 1
+}
+
+if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
+	echo "usage: $0 PKG [TEST-BINARY FLAGS...]   e.g. $0 ./internal/v2vmcheck -test.v" >&2
+	exit 2
+fi
+pkg=$1
+shift
+[[ $vm_timeout =~ ^[1-9][0-9]*$ ]] || die "MINIBOX_VM_TIMEOUT must be a number of seconds, not '$vm_timeout'"
+[[ $vm_mem =~ ^[1-9][0-9]*$ ]] || die "MINIBOX_VM_MEM must be a number of MiB, not '$vm_mem'"
+
+# --- Tools ------------------------------------------------------------------
+for tool in go qemu-system-x86_64 timeout gzip; do
+	command -v "$tool" >/dev/null || die "'$tool' not found${tool/qemu-system-x86_64/ (Debian package qemu-system-x86)}"
+done
+# The initramfs has no userland but busybox, so it must be the static build:
+# a dynamically linked one would find no C library in the VM.
+busybox=/bin/busybox
+if [[ ! -x $busybox ]]; then
+	die "$busybox not found: install the Debian package busybox-static"
+fi
+if ldd "$busybox" >/dev/null 2>&1; then # ldd fails on static binaries
+	die "$busybox is dynamically linked: install the Debian package busybox-static"
+fi
+
+# --- Temporary files, removed on every exit path ------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/minibox-v2vm.XXXXXX")
+vm_pid= # the `timeout qemu` process, once started
+filter_pid=
+cleanup() {
+	# Stop the VM if we are leaving early (error, Ctrl-C, kill); timeout(1)
+	# passes the signal on to QEMU.
+	if [[ -n $vm_pid ]] && kill -0 "$vm_pid" 2>/dev/null; then
+		kill -TERM "$vm_pid" 2>/dev/null || true
+		wait "$vm_pid" 2>/dev/null || true
+	fi
+	if [[ -n $filter_pid ]]; then
+		wait "$filter_pid" 2>/dev/null || true
+	fi
+	rm -rf "$work" ${dl:+"$dl"}
+}
+trap cleanup EXIT
+# A signal ends the script (the EXIT trap then cleans up). Because the VM runs
+# in the background and we `wait` for it, bash runs these traps at once.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+root=$work/initramfs
+mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,minibox/modules,stages,src}
+
+# --- The kernel, fetched once into the cache ------------------------------------
+# Pin the distribution's own 6.1 cloud kernel: a 6.12 backports kernel crashes
+# under Debian 12's QEMU 7.2. linux-image-cloud-amd64 is a meta package; what
+# it depends on is the real image, linux-image-6.1.0-NN-cloud-amd64.
+kernel_re='linux-image-6\.1\.0-[0-9]+-cloud-amd64'
+resolve_kernel_pkg() {
+	local name
+	name=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+		grep -oE "$kernel_re" | head -n1) || true
+	if [[ -z $name ]]; then
+		# The candidate may not be a 6.1 kernel (e.g. backports pinned up):
+		# take the newest 6.1 one among all known versions.
+		name=$(apt-cache show linux-image-cloud-amd64 2>/dev/null |
+			grep -oE "$kernel_re" | sort -V | tail -n1) || true
+	fi
+	echo "$name"
+}
+
+# The newest kernel already unpacked in the cache, if any.
+cached_kernel_pkg() {
+	find "$cache" -mindepth 1 -maxdepth 1 -type d -name 'linux-image-6.1.0-*-cloud-amd64' \
+		-exec test -f '{}/.complete' ';' -printf '%f\n' 2>/dev/null | sort -V | tail -n1 || true
+}
+
+# fetch_kernel PKG: download PKG and unpack it into $cache/PKG. Download and
+# unpack only: installing it would pull in udev, initramfs-tools and kmod and
+# run boot-loader hooks on this machine. Unpacked beside the cache and renamed
+# into place, so a concurrent or interrupted run never sees half a kernel.
+dl= # the download directory, removed by cleanup if we are interrupted
+fetch_kernel() {
+	local pkg=$1
+	mkdir -p "$cache" && dl=$(mktemp -d "$cache/.download.XXXXXX") || return 1
+	# apt-get download drops its privileges to the _apt user, which must be
+	# able to write here; without this it works but warns.
+	chmod 0755 "$dl"
+	chown _apt "$dl" 2>/dev/null || true
+	(cd "$dl" && apt-get download -qq "$pkg" >/dev/null 2>&1) &&
+		dpkg-deb -x "$dl/$pkg"_*.deb "$dl/unpacked" &&
+		touch "$dl/unpacked/.complete" || {
+		rm -rf "$dl"
+		dl=
+		return 1
+	}
+	if [[ ! -f $cache/$pkg/.complete ]]; then
+		rm -rf "${cache:?}/$pkg"
+		# Fails only if a concurrent run was first: then use its copy.
+		mv -T "$dl/unpacked" "$cache/$pkg" 2>/dev/null || true
+	fi
+	rm -rf "$dl"
+	dl=
+}
+
+# apt-cache takes half a second (no binary package cache on these machines),
+# so remember its answer ($cache/resolved) until the package lists change.
+lists_id() {
+	find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -printf '%f %T@ %s\n' 2>/dev/null |
+		sort | md5sum | cut -d' ' -f1
+}
+remember_kernel_pkg() {
+	{ mkdir -p "$cache" && echo "$(lists_id) $1" >"$cache/resolved.$$" &&
+		mv "$cache/resolved.$$" "$cache/resolved"; } 2>/dev/null || true
+}
+kernel_pkg=
+if [[ -f $cache/resolved ]]; then
+	read -r saved_id saved_pkg <"$cache/resolved" || true
+	[[ ${saved_id:-} == "$(lists_id)" ]] && kernel_pkg=${saved_pkg:-}
+fi
+if [[ -z $kernel_pkg ]]; then
+	kernel_pkg=$(resolve_kernel_pkg)
+	# No package lists yet (a fresh machine)? A cached kernel will do.
+	[[ -n $kernel_pkg ]] || kernel_pkg=$(cached_kernel_pkg)
+	if [[ -z $kernel_pkg ]]; then
+		say "updating apt package lists to find the kernel"
+		apt-get update -qq >/dev/null || die "apt-get update failed"
+		kernel_pkg=$(resolve_kernel_pkg)
+	fi
+	[[ -n $kernel_pkg ]] || die "cannot resolve linux-image-cloud-amd64 to a linux-image-6.1.0-*-cloud-amd64 package"
+	remember_kernel_pkg "$kernel_pkg"
+fi
+
+if [[ ! -f $cache/$kernel_pkg/.complete ]]; then
+	say "downloading kernel $kernel_pkg (once, into $cache)"
+	if ! fetch_kernel "$kernel_pkg"; then
+		# The lists may be older than the mirror, which then no longer has
+		# that version: refresh them once, resolve again and retry.
+		say "download failed; updating apt package lists and retrying"
+		apt-get update -qq >/dev/null || true
+		kernel_pkg=$(resolve_kernel_pkg)
+		if [[ -z $kernel_pkg ]] || ! fetch_kernel "$kernel_pkg"; then
+			kernel_pkg=$(cached_kernel_pkg)
+			[[ -n $kernel_pkg ]] || die "cannot download the kernel (apt-get download linux-image-6.1.0-*-cloud-amd64)"
+			say "using the cached kernel $kernel_pkg instead"
+		fi
+		remember_kernel_pkg "$kernel_pkg"
+	fi
+fi
+kernel_release=${kernel_pkg#linux-image-}
+kdir=$cache/$kernel_pkg
+vmlinuz=$kdir/boot/vmlinuz-$kernel_release
+moddir=$kdir/lib/modules/$kernel_release/kernel
+[[ -f $vmlinuz ]] || die "$vmlinuz missing: remove $kdir and run again"
+
+# --- Kernel modules, in dependency order ---------------------------------------
+# The package ships no modules.dep (depmod makes it at install time) and kmod
+# is not installed, so read each module's dependencies from its .modinfo
+# section: NUL-separated key=value strings, one of them "depends=a,b".
+declare -A mod_path=() mod_seen=()
+while IFS= read -r -d '' f; do
+	base=${f##*/}
+	base=${base%.xz}
+	base=${base%.ko}
+	mod_path[${base//-/_}]=$f # module names use _ where file names may use -
+done < <(find "$moddir" -type f \( -name '*.ko' -o -name '*.ko.xz' \) -print0)
+
+mod_order=()
+add_module() { # add_module NAME: add NAME after the modules it depends on.
+	local name=${1//-/_} src ko deps dep
+	[[ -n ${mod_seen[$name]:-} ]] && return 0
+	mod_seen[$name]=1
+	src=${mod_path[$name]:-}
+	[[ -n $src ]] || die "kernel module $name not found in $moddir"
+	ko=$work/$name.ko
+	if [[ $src == *.xz ]]; then # newer Debian kernels compress their modules
+		xz -dc "$src" >"$ko"
+	else
+		cp "$src" "$ko"
+	fi
+	deps=$(tr '\0' '\n' <"$ko" | grep -a -m1 '^depends=' || true)
+	deps=${deps#depends=}
+	for dep in ${deps//,/ }; do
+		add_module "$dep"
+	done
+	mod_order+=("$name")
+}
+for m in "${modules[@]}"; do
+	add_module "$m"
+done
+# /init loads /minibox/modules/*.ko in glob order: number them.
+i=0
+for m in "${mod_order[@]}"; do
+	i=$((i + 1))
+	mv "$work/$m.ko" "$(printf '%s/minibox/modules/%02d-%s.ko' "$root" "$i" "$m")"
+done
+
+# --- The test binary and the stage programs ------------------------------------
+# Static (CGO_ENABLED=0): the VM has no C library. amd64 like the kernel.
+export CGO_ENABLED=0 GOOS=linux GOARCH=amd64
+modroot=$(go list -m -f '{{.Dir}}') || die "cannot find the Go module at $PWD"
+pkgdir=$(go list -f '{{.Dir}}' "$pkg") || die "cannot find package $pkg"
+[[ $(wc -l <<<"$pkgdir") -eq 1 ]] || die "give exactly one package, not $pkg"
+go test -c -o "$root/minibox/test" "$pkg" || die "cannot build the tests of $pkg"
+# A package without test files builds no binary; go test -c says nothing.
+[[ -x $root/minibox/test ]] || die "$pkg has no tests"
+
+# Every stage program NN-name becomes /stages/stageNN; tests find them through
+# MINIBOX_STAGE_BIN instead of running `go build` (there is no Go in the VM).
+stage_pkgs=()
+declare -A stage_num=()
+for d in "$modroot"/[0-9][0-9]-*/; do
+	[[ -d $d ]] || continue
+	d=${d%/}
+	name=${d##*/}
+	# Only directories with a buildable (non-test) Go file are stage programs.
+	if ! find "$d" -maxdepth 1 -name '*.go' ! -name '*_test.go' | grep -q .; then
+		continue
+	fi
+	nn=${name:0:2}
+	[[ -z ${stage_num[$nn]:-} ]] || die "two stage directories start with $nn: ${stage_num[$nn]} and $name"
+	stage_num[$nn]=$name
+	stage_pkgs+=("./$name")
+done
+if [[ ${#stage_pkgs[@]} -gt 0 ]]; then
+	# One go build for all of them: faster than one per stage. With several
+	# main packages and -o DIR/, each binary is named after its directory.
+	mkdir -p "$work/stages"
+	go build -o "$work/stages/" "${stage_pkgs[@]}" ||
+		die "cannot build the stage programs (${stage_pkgs[*]}); the tests run them from MINIBOX_STAGE_BIN"
+	for nn in "${!stage_num[@]}"; do
+		mv "$work/stages/${stage_num[$nn]}" "$root/stages/stage$nn"
+	done
+fi
+
+# --- The rest of the initramfs ------------------------------------------------
+cp "$busybox" "$root/bin/busybox"
+cp "$here/init.sh" "$root/init"
+chmod 0755 "$root/init" "$root/bin/busybox"
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
+printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+printf '%s\n' '127.0.0.1 localhost' '::1 localhost' >"$root/etc/hosts"
+
+# go test runs a test binary in its package directory, and tests may read
+# files there (testdata/). Copy the package's own files, not its subpackages.
+rel=${pkgdir#"$modroot"}
+mkdir -p "$root/src$rel"
+find "$pkgdir" -maxdepth 1 -type f -exec cp '{}' "$root/src$rel/" ';'
+if [[ -d $pkgdir/testdata ]]; then
+	cp -r "$pkgdir/testdata" "$root/src$rel/"
+fi
+echo "/src$rel" >"$root/minibox/workdir"
+
+# The test flags, each one single-quoted for /init's `eval "set -- ..."`.
+# A file, not the kernel command line: that one mangles quotes and spaces.
+args=("$@")
+# The test binary has no timeout of its own (go test adds -test.timeout=10m):
+# give it one shorter than the VM's, so a hung test dies with a goroutine dump
+# instead of silently taking the VM down with it.
+has_timeout=
+for a in "${args[@]}"; do
+	[[ $a == -test.timeout* || $a == --test.timeout* ]] && has_timeout=1
+done
+if [[ -z $has_timeout ]]; then
+	args+=("-test.timeout=$((vm_timeout > 60 ? vm_timeout - 30 : vm_timeout * 3 / 4))s")
+fi
+for a in "${args[@]}"; do
+	printf "'%s' " "${a//\'/\'\\\'\'}"
+done >"$root/minibox/args"
+
+# A new nonce for every run, so no test output can fake the result line.
+nonce=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+echo "$nonce" >"$root/minibox/nonce"
+
+# No cpio package here: busybox has one. -R 0:0 makes everything root's even
+# when built by another user. A missing cpio would leave a tiny, empty archive
+# and a kernel panic, so check the size.
+initrd=$work/initramfs.cpio.gz
+# (busybox cpio reports "N blocks" on stderr: keep it off the screen.)
+(cd "$root" && find . -mindepth 1 | busybox cpio -o -H newc -R 0:0 2>/dev/null | gzip -1) >"$initrd" ||
+	die "building the initramfs with busybox cpio failed"
+size=$(stat -c %s "$initrd")
+((size > 1000000)) || die "initramfs is only $size bytes: building it failed"
+
+# --- Boot -------------------------------------------------------------------------
+# - TCG (software emulation), not KVM: /dev/kvm on these machines is nested and
+#   cannot run a stock kernel. Single-threaded TCG: the multi-threaded one
+#   hangs about 1 boot in 100 when the kernel live-patches code (cpu.max).
+# - panic=-1 + -no-reboot: a guest panic ends QEMU at once instead of hanging.
+# - quiet loglevel=1: no kernel messages between test output lines (use
+#   loglevel=7 to debug a boot).
+# - The serial console is our only channel: QEMU prints it on stdout.
+say "booting cgroup v2 VM ($kernel_release, TCG; up to ${vm_timeout}s)"
+mkfifo "$work/serial"
+# Background + wait (not a foreground pipeline) so that Ctrl-C or a kill runs
+# our traps at once and they can stop QEMU.
+timeout -k 10 "$vm_timeout" qemu-system-x86_64 \
+	-nodefaults -display none -no-reboot \
+	-accel tcg,thread=single -m "$vm_mem" \
+	-serial stdio \
+	-kernel "$vmlinuz" -initrd "$initrd" \
+	-append 'console=ttyS0 quiet loglevel=1 panic=-1' \
+	</dev/null >"$work/serial" &
+vm_pid=$!
+
+# Stream the guest's output with its CRLF line ends made LF; keep back our
+# result line, write its exit status to a file, and drop what follows it (the
+# kernel's "reboot: Power down").
+marker="MINIBOX-V2VM-RESULT $nonce exit="
+awk -v marker="$marker" -v result="$work/result" '
+	done { next }
+	{
+		sub(/\r$/, "")
+		i = index($0, marker)
+		if (i > 0) {
+			if (i > 1) print substr($0, 1, i - 1)
+			print substr($0, i + length(marker)) > result
+			close(result)
+			done = 1
+		} else {
+			print
+		}
+		fflush()
+	}' <"$work/serial" &
+filter_pid=$!
+
+vm_rc=0
+wait "$vm_pid" || vm_rc=$?
+vm_pid=
+wait "$filter_pid" || true
+filter_pid=
+
+if [[ ! -s $work/result ]]; then
+	if ((vm_rc == 124)); then
+		say "error: VM did not report a result (timeout or crash): killed after ${vm_timeout}s (MINIBOX_VM_TIMEOUT)"
+	else
+		say "error: VM did not report a result (timeout or crash): QEMU exit status $vm_rc"
+	fi
+	exit $((vm_rc == 0 ? 1 : vm_rc))
+fi
+rc=$(<"$work/result")
+[[ $rc =~ ^[0-9]+$ ]] || die "bad result line from the VM: '$rc'"
+if ((rc == 125)); then
+	say "error: the VM's /init failed before the tests ran (see its message above)"
+fi
+exit "$rc"
