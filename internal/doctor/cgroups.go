@@ -96,7 +96,10 @@ func checkCgroups(h Host) Result {
 		}
 		parts = append(parts, c+" ("+usable[c]+")")
 	}
-	detail := describeMode(m) + "; " + strings.Join(parts, ", ")
+	detail := describeMode(m)
+	if len(parts) > 0 {
+		detail += "; " + strings.Join(parts, ", ")
+	}
 	if len(missing) > 0 {
 		return Result{Status: Fail, Detail: detail + "; missing: " + strings.Join(missing, ", "),
 			Fix: "enable the missing controllers: on cgroup v2 boot with systemd.unified_cgroup_hierarchy=1; for memory on v1 add cgroup_enable=memory to the kernel command line"}

@@ -108,6 +108,11 @@ func checkOverlay(h Host) Result {
 	if HasFilesystem(fs, "overlay") {
 		return Result{Status: OK, Detail: "overlay is in /proc/filesystems"}
 	}
+	// Not loaded yet is fine when the module is there: the kernel loads it
+	// on the first overlay mount.
+	if h.Exists("/lib/modules/" + h.KernelRelease() + "/kernel/fs/overlayfs") {
+		return Result{Status: OK, Detail: "overlay module available (loads on the first overlay mount)"}
+	}
 	return Result{Status: Fail, Detail: "overlay is not in /proc/filesystems (lesson 4 needs it)",
 		Fix: "modprobe overlay  (and add overlay to /etc/modules-load.d/minibox.conf to keep it)"}
 }
@@ -142,13 +147,15 @@ func checkPropagation(h Host) Result {
 // optional fields "shared:N" or "master:N" before the " - " separator;
 // none means private.
 func RootPropagation(mountinfo string) string {
+	prop := ""
+	// The last "/" wins: a mount on top of / hides the ones below it.
 	for _, line := range strings.Split(mountinfo, "\n") {
 		pre, _, ok := strings.Cut(line, " - ")
 		f := strings.Fields(pre)
 		if !ok || len(f) < 6 || f[4] != "/" {
 			continue
 		}
-		prop := "private"
+		prop = "private"
 		for _, opt := range f[6:] {
 			switch {
 			case strings.HasPrefix(opt, "shared:"):
@@ -159,9 +166,8 @@ func RootPropagation(mountinfo string) string {
 				prop = "unbindable"
 			}
 		}
-		return prop
 	}
-	return ""
+	return prop
 }
 
 func checkIPForward(h Host) Result {

@@ -129,10 +129,12 @@ func Build(dir, busybox string) error {
 	return nil
 }
 
-// IsBuilt reports whether dir looks like a built demo rootfs.
+// IsBuilt reports whether dir looks like a built demo rootfs. It does not
+// follow the symlinks: bin/sh points to /bin/busybox inside the rootfs, which
+// the host itself may not have.
 func IsBuilt(dir string) bool {
 	for _, p := range []string{"bin/busybox", "bin/sh", "etc/passwd"} {
-		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+		if _, err := os.Lstat(filepath.Join(dir, p)); err != nil {
 			return false
 		}
 	}

@@ -60,7 +60,7 @@ func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
 			continue
 		}
 		text, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-			A: difflib.SplitLines(a), B: difflib.SplitLines(b),
+			A: splitLines(a), B: splitLines(b),
 			FromFile: oldLabel + "/" + p, ToFile: newLabel + "/" + p,
 			Context: 3,
 		})
@@ -68,9 +68,14 @@ func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
 			return nil, fmt.Errorf("diff %s: %w", p, err)
 		}
 		fd := FileDiff{Path: p, New: !inOld, Gone: !inNew, Unified: text}
+		inHunk := false
 		for _, line := range strings.Split(text, "\n") {
 			switch {
-			case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
+			case strings.HasPrefix(line, "@@"):
+				inHunk = true
+			case !inHunk:
+				// The "---" and "+++" file headers. (A removed line
+				// "-- x", printed "--- x", comes after the first @@.)
 			case strings.HasPrefix(line, "+"):
 				fd.Added++
 			case strings.HasPrefix(line, "-"):
@@ -80,6 +85,22 @@ func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
 		out = append(out, fd)
 	}
 	return out, nil
+}
+
+// splitLines splits s into lines that each end in "\n". (difflib.SplitLines
+// adds an empty line to every text that ends in "\n", which shows up as a
+// blank context line at the end of a file.)
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	lines := strings.SplitAfter(s, "\n")
+	if last := len(lines) - 1; lines[last] == "" {
+		lines = lines[:last]
+	} else {
+		lines[last] += "\n"
+	}
+	return lines
 }
 
 // files reads every regular file under dir, keyed by relative path.
@@ -134,23 +155,25 @@ func (s Summary) String() string {
 // Print writes the diffs, coloured when color is set, then the summary.
 func Print(w io.Writer, diffs []FileDiff, color bool) {
 	for _, d := range diffs {
+		inHunk := false // before the first @@: the two file headers
 		for _, line := range strings.SplitAfter(d.Unified, "\n") {
 			if line == "" {
 				continue
 			}
-			io.WriteString(w, paint(line, color))
+			inHunk = inHunk || strings.HasPrefix(line, "@@")
+			io.WriteString(w, paint(line, !inHunk, color))
 		}
 	}
 	fmt.Fprintln(w, Summarize(diffs))
 }
 
-func paint(line string, color bool) string {
+func paint(line string, header, color bool) string {
 	if !color {
 		return line
 	}
 	code := ""
 	switch {
-	case strings.HasPrefix(line, "+++"), strings.HasPrefix(line, "---"):
+	case header:
 		code = "1"
 	case strings.HasPrefix(line, "@@"):
 		code = "36"

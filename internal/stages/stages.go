@@ -4,7 +4,6 @@
 package stages
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -55,9 +54,19 @@ func FindSource(start string) (string, error) {
 	return "", fmt.Errorf("cannot find the minibox source tree (needed to build the stage programs): run minibox from inside the checkout, or set MINIBOX_SRC")
 }
 
+// isSourceRoot reports whether dir holds the go.mod of Module: its module
+// directive names it (comments may come first; the path may be quoted).
 func isSourceRoot(dir string) bool {
 	data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-	return err == nil && bytes.HasPrefix(bytes.TrimSpace(data), []byte("module "+Module+"\n"))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`) == Module
+		}
+	}
+	return false
 }
 
 // List returns the stage folders of the source tree, in order.

@@ -1,0 +1,721 @@
+package doctor_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/minibox-lab/minibox/internal/doctor"
+	"github.com/minibox-lab/minibox/internal/rootfs"
+	"github.com/minibox-lab/minibox/internal/testenv"
+)
+
+// fakeHost is a Host whose every answer the test chooses.
+type fakeHost struct {
+	euid      int
+	release   string
+	files     map[string]string // ReadFile; a missing path is ENOENT
+	exists    map[string]bool
+	paths     map[string]string // LookPath: command → path
+	nsErr     map[uintptr]error // TryNamespace failures
+	rootFS    string
+	busybox   string
+	busyErr   error
+	rootfsDir string
+	rootfsOK  bool
+
+	tried []uintptr // namespaces TryNamespace was asked for, in order
+}
+
+func (h *fakeHost) Euid() int             { return h.euid }
+func (h *fakeHost) KernelRelease() string { return h.release }
+func (h *fakeHost) ReadFile(p string) (string, error) {
+	if s, ok := h.files[p]; ok {
+		return s, nil
+	}
+	return "", &os.PathError{Op: "open", Path: p, Err: syscall.ENOENT}
+}
+func (h *fakeHost) Exists(p string) bool { return h.exists[p] }
+func (h *fakeHost) LookPath(cmd string) (string, error) {
+	if p, ok := h.paths[cmd]; ok {
+		return p, nil
+	}
+	return "", errors.New("exec: " + cmd + ": executable file not found in $PATH")
+}
+func (h *fakeHost) TryNamespace(flag uintptr) error {
+	h.tried = append(h.tried, flag)
+	return h.nsErr[flag]
+}
+func (h *fakeHost) RootFstype() string { return h.rootFS }
+func (h *fakeHost) StaticBusybox() (string, error) {
+	return h.busybox, h.busyErr
+}
+func (h *fakeHost) RootfsBuilt() (string, bool) { return h.rootfsDir, h.rootfsOK }
+
+var _ doctor.Host = (*fakeHost)(nil)
+
+func testdata(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	require.NoError(t, err)
+	return string(b)
+}
+
+// healthyHost is a student's laptop with everything the lessons need: root,
+// Debian 12's kernel, pure cgroup v2, overlay, the tools, a built rootfs.
+func healthyHost(t *testing.T) *fakeHost {
+	return &fakeHost{
+		euid:    0,
+		release: "6.1.0-18-cloud-amd64",
+		files: map[string]string{
+			"/proc/self/mountinfo":              testdata(t, "mountinfo-v2.txt"),
+			"/sys/fs/cgroup/cgroup.controllers": "cpuset cpu io memory hugetlb pids rdma misc\n",
+			"/proc/filesystems":                 testdata(t, "filesystems-with-overlay.txt"),
+			"/proc/sys/net/ipv4/ip_forward":     "1\n",
+		},
+		exists: map[string]bool{},
+		paths: map[string]string{
+			"iptables": "/usr/sbin/iptables",
+			"ip":       "/usr/sbin/ip",
+			"go":       "/usr/local/go/bin/go",
+		},
+		rootFS:    "other",
+		busybox:   "/bin/busybox",
+		rootfsDir: "/var/lib/minibox/rootfs",
+		rootfsOK:  true,
+	}
+}
+
+// check runs the one check called name against h.
+func check(t *testing.T, h doctor.Host, name string) doctor.Result {
+	t.Helper()
+	for _, c := range doctor.Checks() {
+		if c.Name == name {
+			r := doctor.Run(h, []doctor.Check{c})
+			require.Len(t, r, 1)
+			assert.Equal(t, name, r[0].Name, "Run names the result after its check")
+			return r[0]
+		}
+	}
+	t.Fatalf("no check named %q", name)
+	return doctor.Result{}
+}
+
+func TestChecksOrder(t *testing.T) {
+	var names []string
+	for _, c := range doctor.Checks() {
+		names = append(names, c.Name)
+	}
+	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "overlayfs", "mount propagation",
+		"ip forwarding", "iptables", "iproute2", "go toolchain", "static busybox", "demo rootfs", "container"}, names)
+}
+
+func TestHealthyHostPassesEveryCheck(t *testing.T) {
+	results := doctor.Run(healthyHost(t), doctor.Checks())
+	require.Len(t, results, len(doctor.Checks()))
+	for i, r := range results {
+		assert.Equal(t, doctor.Checks()[i].Name, r.Name)
+		assert.Equal(t, doctor.OK, r.Status, "%s: %s", r.Name, r.Detail)
+		assert.NotEmpty(t, r.Detail, r.Name)
+	}
+	assert.True(t, doctor.Healthy(results))
+}
+
+func TestRoot(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "root")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "running as root", r.Detail)
+
+	h.euid = 1000
+	r = check(t, h, "root")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "uid 1000")
+	assert.Contains(t, r.Fix, "sudo minibox doctor")
+}
+
+func TestKernel(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    doctor.Status
+	}{
+		{"6.1.0-18-cloud-amd64", doctor.OK}, // Debian 12
+		{"6.18.44-fc-v669", doctor.OK},      // minor with two digits
+		{"5.15.90.1-microsoft-standard-WSL2", doctor.OK},
+		{"5.0.0-23-generic", doctor.OK},         // newer major, lower minor
+		{"4.18.0-553.el8_10.x86_64", doctor.OK}, // exactly MinKernel (RHEL 8)
+		{"4.17.19", doctor.Fail},
+		{"4.9.0-8-amd64", doctor.Fail},          // Debian 9
+		{"3.10.0-1160.el7.x86_64", doctor.Fail}, // CentOS 7: higher minor, older major
+		{"", doctor.Warn},
+		{"garbage", doctor.Warn},
+		{"six.one", doctor.Warn},
+	} {
+		t.Run(tc.release, func(t *testing.T) {
+			h := healthyHost(t)
+			h.release = tc.release
+			r := check(t, h, "kernel")
+			assert.Equal(t, tc.want, r.Status, r.Detail)
+			switch tc.want {
+			case doctor.OK:
+				assert.Equal(t, "Linux "+tc.release, r.Detail)
+				assert.Empty(t, r.Fix)
+			case doctor.Fail:
+				assert.Equal(t, "Linux "+tc.release+" is older than 4.18", r.Detail)
+				assert.Contains(t, r.Fix, "use a newer distribution")
+			case doctor.Warn:
+				assert.Contains(t, r.Detail, "cannot read the kernel version from \""+tc.release+"\"")
+			}
+		})
+	}
+}
+
+func TestNamespaces(t *testing.T) {
+	all := []uintptr{syscall.CLONE_NEWNS, syscall.CLONE_NEWUTS, syscall.CLONE_NEWIPC,
+		syscall.CLONE_NEWPID, syscall.CLONE_NEWNET, syscall.CLONE_NEWUSER}
+
+	t.Run("all six", func(t *testing.T) {
+		h := healthyHost(t)
+		r := check(t, h, "namespaces")
+		assert.Equal(t, doctor.OK, r.Status)
+		assert.Equal(t, "all six can be created: mnt uts ipc pid net user", r.Detail)
+		assert.Equal(t, all, h.tried, "each of the six is tried, in order")
+	})
+
+	t.Run("not root", func(t *testing.T) {
+		h := healthyHost(t)
+		h.euid = 1000
+		r := check(t, h, "namespaces")
+		assert.Equal(t, doctor.Warn, r.Status)
+		assert.Contains(t, r.Detail, "not checked")
+		assert.Equal(t, "run as root to check", r.Fix)
+		assert.Empty(t, h.tried, "nothing is tried without root")
+	})
+
+	t.Run("user namespaces disabled", func(t *testing.T) {
+		h := healthyHost(t)
+		h.nsErr = map[uintptr]error{syscall.CLONE_NEWUSER: syscall.ENOSPC}
+		r := check(t, h, "namespaces")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Equal(t, "cannot create: user (no space left on device)", r.Detail)
+		assert.Contains(t, r.Fix, "sysctl -w user.max_user_namespaces=15000")
+		assert.Contains(t, r.Fix, "kernel.apparmor_restrict_unprivileged_userns=0")
+		assert.Equal(t, all, h.tried, "a failure does not stop the other checks")
+	})
+
+	t.Run("kernel without net and user namespaces", func(t *testing.T) {
+		h := healthyHost(t)
+		h.nsErr = map[uintptr]error{syscall.CLONE_NEWNET: syscall.EINVAL, syscall.CLONE_NEWUSER: syscall.EINVAL}
+		r := check(t, h, "namespaces")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Equal(t, "cannot create: net (invalid argument), user (invalid argument)", r.Detail)
+		fixes := strings.Split(r.Fix, "\n")
+		require.Len(t, fixes, 2, "one fix line per failed namespace")
+		assert.Equal(t, "the kernel lacks CONFIG_NET_NS: use a distribution kernel", fixes[0])
+		assert.Contains(t, fixes[1], "user.max_user_namespaces")
+	})
+}
+
+func TestParseCgroupMounts(t *testing.T) {
+	t.Run("pure v2", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts(testdata(t, "mountinfo-v2.txt"))
+		assert.Equal(t, "v2", m.Mode)
+		assert.Equal(t, "/sys/fs/cgroup", m.V2Root)
+		assert.Empty(t, m.V1)
+		// The cgroup2 root's cgroup.controllers is not read by the parser.
+		assert.Equal(t, map[string]string{"memory": "", "cpu": "", "pids": ""}, m.Usable())
+		m.V2Available = []string{"cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"}
+		assert.Equal(t, map[string]string{"memory": "v2", "cpu": "v2", "pids": "v2"}, m.Usable())
+	})
+
+	t.Run("hybrid, this CI machine", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts(testdata(t, "mountinfo-hybrid-ci.txt"))
+		assert.Equal(t, "hybrid", m.Mode)
+		assert.Equal(t, "/sys/fs/cgroup/unified", m.V2Root)
+		assert.Equal(t, map[string]string{
+			"cpu":     "/sys/fs/cgroup/cpu",
+			"cpuacct": "/sys/fs/cgroup/cpuacct",
+			"cpuset":  "/sys/fs/cgroup/cpuset",
+			"memory":  "/sys/fs/cgroup/memory",
+			"devices": "/sys/fs/cgroup/devices",
+			"freezer": "/sys/fs/cgroup/freezer",
+			"blkio":   "/sys/fs/cgroup/blkio",
+			"pids":    "/sys/fs/cgroup/pids",
+		}, m.V1, "name=systemd is a named hierarchy, not a controller")
+		// The cgroup2 root holds only hugetlb: memory, cpu and pids stay v1.
+		m.V2Available = []string{"hugetlb"}
+		assert.Equal(t, map[string]string{"memory": "v1", "cpu": "v1", "pids": "v1"}, m.Usable())
+	})
+
+	t.Run("hybrid, systemd's default", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts(testdata(t, "mountinfo-hybrid-systemd.txt"))
+		assert.Equal(t, "hybrid", m.Mode)
+		assert.Equal(t, "/sys/fs/cgroup/unified", m.V2Root)
+		assert.Equal(t, "/sys/fs/cgroup/cpu,cpuacct", m.V1["cpu"], "a co-mounted hierarchy serves both")
+		assert.Equal(t, "/sys/fs/cgroup/cpu,cpuacct", m.V1["cpuacct"])
+		assert.Equal(t, "/sys/fs/cgroup/net_cls,net_prio", m.V1["net_prio"])
+		assert.Equal(t, "/sys/fs/cgroup/memory", m.V1["memory"])
+		assert.Equal(t, "/sys/fs/cgroup/pids", m.V1["pids"])
+		assert.Len(t, m.V1, 13)
+		assert.NotContains(t, m.V1, "systemd")
+		assert.NotContains(t, m.V1, "xattr")
+		// systemd leaves the cgroup2 root's cgroup.controllers empty.
+		assert.Equal(t, map[string]string{"memory": "v1", "cpu": "v1", "pids": "v1"}, m.Usable())
+	})
+
+	t.Run("pure v1", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts(testdata(t, "mountinfo-v1.txt"))
+		assert.Equal(t, "v1", m.Mode)
+		assert.Empty(t, m.V2Root)
+		assert.Equal(t, "/sys/fs/cgroup/memory", m.V1["memory"])
+		assert.Equal(t, "/sys/fs/cgroup/cpu,cpuacct", m.V1["cpu"])
+		assert.Equal(t, "/sys/fs/cgroup/pids", m.V1["pids"])
+		assert.Len(t, m.V1, 8)
+		assert.Equal(t, map[string]string{"memory": "v1", "cpu": "v1", "pids": "v1"}, m.Usable())
+	})
+
+	t.Run("none", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts("27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\ngarbage line\n")
+		assert.Equal(t, "none", m.Mode)
+		assert.Empty(t, m.V2Root)
+		assert.Empty(t, m.V1)
+		assert.Equal(t, map[string]string{"memory": "", "cpu": "", "pids": ""}, m.Usable())
+	})
+}
+
+func TestUsablePrefersV2WhenTheRootListsIt(t *testing.T) {
+	// A hybrid host where the cgroup2 root got pids (a controller is on one
+	// hierarchy only): pids is v2, the others v1, a missing one is "".
+	m := doctor.CgroupMode{
+		Mode:        "hybrid",
+		V2Root:      "/sys/fs/cgroup/unified",
+		V1:          map[string]string{"memory": "/sys/fs/cgroup/memory"},
+		V2Available: []string{"pids"},
+	}
+	assert.Equal(t, map[string]string{"memory": "v1", "cpu": "", "pids": "v2"}, m.Usable())
+}
+
+func TestCgroupsCheck(t *testing.T) {
+	t.Run("v2", func(t *testing.T) {
+		r := check(t, healthyHost(t), "cgroups")
+		assert.Equal(t, doctor.OK, r.Status)
+		assert.Equal(t, "cgroup v2 (unified) at /sys/fs/cgroup; memory (v2), cpu (v2), pids (v2)", r.Detail)
+		assert.Empty(t, r.Fix)
+	})
+
+	t.Run("v2 without memory and pids", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/sys/fs/cgroup/cgroup.controllers"] = "cpuset cpu io\n"
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Equal(t, "cgroup v2 (unified) at /sys/fs/cgroup; cpu (v2); missing: memory, pids", r.Detail)
+		assert.Contains(t, r.Fix, "enable the missing controllers")
+	})
+
+	t.Run("hybrid, this CI machine", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = testdata(t, "mountinfo-hybrid-ci.txt")
+		h.files["/sys/fs/cgroup/unified/cgroup.controllers"] = "hugetlb\n"
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.OK, r.Status)
+		assert.Equal(t, "hybrid: v1 controllers under /sys/fs/cgroup, cgroup2 at /sys/fs/cgroup/unified; memory (v1), cpu (v1), pids (v1)", r.Detail)
+	})
+
+	t.Run("v1", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = testdata(t, "mountinfo-v1.txt")
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.OK, r.Status)
+		assert.Equal(t, "cgroup v1 under /sys/fs/cgroup; memory (v1), cpu (v1), pids (v1)", r.Detail)
+	})
+
+	t.Run("v1 without memory", func(t *testing.T) {
+		// Raspberry Pi OS and some kernels boot with cgroup_disable=memory.
+		var lines []string
+		for _, l := range strings.Split(testdata(t, "mountinfo-v1.txt"), "\n") {
+			if !strings.Contains(l, "/sys/fs/cgroup/memory") {
+				lines = append(lines, l)
+			}
+		}
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = strings.Join(lines, "\n")
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Equal(t, "cgroup v1 under /sys/fs/cgroup; cpu (v1), pids (v1); missing: memory", r.Detail)
+		assert.Contains(t, r.Fix, "cgroup_enable=memory")
+	})
+
+	t.Run("no cgroups mounted", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Equal(t, "no cgroup filesystem mounted; missing: memory, cpu, pids", r.Detail)
+		assert.NotEmpty(t, r.Fix)
+	})
+
+	t.Run("mountinfo unreadable", func(t *testing.T) {
+		h := healthyHost(t)
+		delete(h.files, "/proc/self/mountinfo")
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Contains(t, r.Detail, "/proc/self/mountinfo")
+	})
+}
+
+func TestOverlay(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "overlayfs")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "overlay is in /proc/filesystems", r.Detail)
+
+	h.files["/proc/filesystems"] = testdata(t, "filesystems-without-overlay.txt")
+	r = check(t, h, "overlayfs")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "lesson 4")
+	assert.Contains(t, r.Fix, "modprobe overlay")
+
+	// Not loaded yet, but the module is installed: the first mount loads it.
+	h.exists["/lib/modules/"+h.KernelRelease()+"/kernel/fs/overlayfs"] = true
+	r = check(t, h, "overlayfs")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Contains(t, r.Detail, "loads on the first overlay mount")
+
+	delete(h.files, "/proc/filesystems")
+	r = check(t, h, "overlayfs")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "/proc/filesystems")
+}
+
+func TestHasFilesystem(t *testing.T) {
+	fs := testdata(t, "filesystems-with-overlay.txt")
+	assert.True(t, doctor.HasFilesystem(fs, "overlay"), "nodev entries")
+	assert.True(t, doctor.HasFilesystem(fs, "ext4"), "block-device entries have no nodev")
+	assert.False(t, doctor.HasFilesystem(fs, "aufs"))
+	assert.False(t, doctor.HasFilesystem(fs, "nodev"), "nodev is a flag, not a filesystem")
+	assert.False(t, doctor.HasFilesystem(fs, "fuse.overlay"))
+	assert.False(t, doctor.HasFilesystem("nodev\toverlayfs\n", "overlay"), "whole names only")
+	assert.False(t, doctor.HasFilesystem(testdata(t, "filesystems-without-overlay.txt"), "overlay"))
+}
+
+// rootLine is the "/" line of a mountinfo, with optional fields opt.
+func rootLine(opt string) string {
+	return "22 1 8:2 / / rw,relatime " + opt + " - ext4 /dev/sda2 rw,errors=remount-ro"
+}
+
+func TestRootPropagation(t *testing.T) {
+	for _, tc := range []struct {
+		name, mountinfo, want string
+	}{
+		{"shared (systemd)", testdata(t, "mountinfo-v2.txt"), "shared"},
+		{"private (this CI machine)", testdata(t, "mountinfo-hybrid-ci.txt"), "private"},
+		{"private", "22 1 8:2 / / rw,relatime - ext4 /dev/sda2 rw", "private"},
+		{"slave", rootLine("master:1"), "slave"},
+		{"shared and slave", rootLine("shared:5 master:1"), "shared"},
+		{"slave then shared", rootLine("master:1 shared:5"), "shared"},
+		{"slave with propagate_from", rootLine("master:1 propagate_from:2"), "slave"},
+		{"unbindable", rootLine("unbindable"), "unbindable"},
+		{"a bind mount of / elsewhere is not /",
+			"40 22 8:2 / /mnt rw,relatime shared:1 - ext4 /dev/sda2 rw\n" + rootLine(""), "private"},
+		{"a mount whose root is / but mounted elsewhere",
+			"41 22 0:50 / /srv rw,relatime master:3 - tmpfs tmpfs rw\n" + rootLine("shared:1"), "shared"},
+		{"a mount on top of / hides the one below",
+			rootLine("shared:1") + "\n" + "30 22 0:60 / / rw - tmpfs tmpfs rw", "private"},
+		{"no / mount", "23 22 0:21 / /proc rw,relatime shared:13 - proc proc rw", ""},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, doctor.RootPropagation(tc.mountinfo))
+		})
+	}
+}
+
+func TestPropagationCheck(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "mount propagation")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Contains(t, r.Detail, "/ is shared")
+
+	for _, p := range []struct{ opt, word string }{{"", "private"}, {"master:1", "slave"}} {
+		h.files["/proc/self/mountinfo"] = rootLine(p.opt)
+		r = check(t, h, "mount propagation")
+		assert.Equal(t, doctor.OK, r.Status, "stages make their mounts private whatever / is")
+		assert.Contains(t, r.Detail, "/ is "+p.word+" ")
+	}
+
+	h.files["/proc/self/mountinfo"] = "23 22 0:21 / /proc rw,relatime shared:13 - proc proc rw\n"
+	r = check(t, h, "mount propagation")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Contains(t, r.Detail, "no / mount")
+
+	delete(h.files, "/proc/self/mountinfo")
+	r = check(t, h, "mount propagation")
+	assert.Equal(t, doctor.Warn, r.Status)
+}
+
+func TestIPForward(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "ip forwarding")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "net.ipv4.ip_forward = 1", r.Detail)
+
+	h.files["/proc/sys/net/ipv4/ip_forward"] = "0\n"
+	r = check(t, h, "ip forwarding")
+	assert.Equal(t, doctor.Warn, r.Status, "lesson 5 turns it on in its own namespace: not a failure")
+	assert.Contains(t, r.Detail, "net.ipv4.ip_forward = 0")
+	assert.Equal(t, "sysctl -w net.ipv4.ip_forward=1", r.Fix)
+
+	delete(h.files, "/proc/sys/net/ipv4/ip_forward")
+	r = check(t, h, "ip forwarding")
+	assert.Equal(t, doctor.Warn, r.Status)
+}
+
+func TestCommands(t *testing.T) {
+	for _, tc := range []struct{ check, cmd, path, fix, why string }{
+		{"iptables", "iptables", "/usr/sbin/iptables", "apt-get install iptables", "NAT"},
+		{"iproute2", "ip", "/usr/sbin/ip", "apt-get install iproute2", "veth"},
+	} {
+		t.Run(tc.check, func(t *testing.T) {
+			h := healthyHost(t)
+			r := check(t, h, tc.check)
+			assert.Equal(t, doctor.OK, r.Status)
+			assert.Equal(t, tc.path, r.Detail)
+
+			delete(h.paths, tc.cmd)
+			r = check(t, h, tc.check)
+			assert.Equal(t, doctor.Fail, r.Status)
+			assert.True(t, strings.HasPrefix(r.Detail, tc.cmd+" not found: lesson 5"), r.Detail)
+			assert.Contains(t, r.Detail, tc.why)
+			assert.Equal(t, tc.fix, r.Fix)
+		})
+	}
+}
+
+func TestGoToolchain(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "go toolchain")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.True(t, strings.HasPrefix(r.Detail, "/usr/local/go/bin/go "), r.Detail)
+
+	// sudo's secure_path leaves /usr/local/go/bin out: found there anyway.
+	h.paths = map[string]string{"/usr/local/go/bin/go": "/usr/local/go/bin/go"}
+	r = check(t, h, "go toolchain")
+	assert.Equal(t, doctor.OK, r.Status)
+
+	h.paths = nil
+	r = check(t, h, "go toolchain")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Fix, "https://go.dev/doc/install")
+}
+
+func TestBusybox(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "static busybox")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "/bin/busybox is statically linked", r.Detail)
+
+	h.busybox, h.busyErr = "", rootfs.ErrNoStaticBusybox
+	r = check(t, h, "static busybox")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Equal(t, rootfs.ErrNoStaticBusybox.Error(), r.Detail)
+	assert.Equal(t, "apt-get install busybox-static", r.Fix)
+}
+
+func TestRootfs(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "demo rootfs")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "/var/lib/minibox/rootfs", r.Detail)
+
+	h.rootfsOK = false
+	r = check(t, h, "demo rootfs")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Equal(t, "/var/lib/minibox/rootfs is not built", r.Detail)
+	assert.Contains(t, r.Fix, "sudo minibox rootfs")
+}
+
+func TestContainer(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rootFS string
+		signs  []string
+		want   doctor.Status
+		detail string
+	}{
+		{"VM or laptop", "other", nil, doctor.OK, "not inside a container"},
+		{"overlay root", "overlay", nil, doctor.Fail, "/ is an overlay filesystem"},
+		{"docker with overlay root", "overlay", []string{"/.dockerenv"}, doctor.Fail, "/ is an overlay filesystem"},
+		{"docker with ext4 root", "other", []string{"/.dockerenv"}, doctor.Warn, "signs of a container (/.dockerenv)"},
+		{"podman", "other", []string{"/run/.containerenv"}, doctor.Warn, "signs of a container (/run/.containerenv)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := healthyHost(t)
+			h.rootFS = tc.rootFS
+			for _, s := range tc.signs {
+				h.exists[s] = true
+			}
+			r := check(t, h, "container")
+			assert.Equal(t, tc.want, r.Status)
+			assert.Contains(t, r.Detail, tc.detail)
+			switch tc.want {
+			case doctor.Fail:
+				assert.Contains(t, r.Fix, "MINIBOX_ROOT")
+			case doctor.Warn:
+				assert.Contains(t, r.Detail, "the lessons can run")
+				assert.Contains(t, r.Fix, "EPERM")
+			}
+		})
+	}
+}
+
+func TestStatusString(t *testing.T) {
+	assert.Equal(t, "ok", doctor.OK.String())
+	assert.Equal(t, "warn", doctor.Warn.String())
+	assert.Equal(t, "FAIL", doctor.Fail.String())
+}
+
+func TestHealthy(t *testing.T) {
+	assert.True(t, doctor.Healthy(nil))
+	assert.True(t, doctor.Healthy([]doctor.Result{{Status: doctor.OK}, {Status: doctor.OK}}))
+	assert.True(t, doctor.Healthy([]doctor.Result{{Status: doctor.OK}, {Status: doctor.Warn}}), "warnings do not stop a lesson")
+	assert.False(t, doctor.Healthy([]doctor.Result{{Status: doctor.OK}, {Status: doctor.Fail}, {Status: doctor.Warn}}))
+}
+
+func TestPrint(t *testing.T) {
+	results := []doctor.Result{
+		{Name: "root", Status: doctor.OK, Detail: "running as root", Fix: "never shown"},
+		{Name: "ip forwarding", Status: doctor.Warn, Detail: "net.ipv4.ip_forward = 0", Fix: "sysctl -w net.ipv4.ip_forward=1"},
+		{Name: "namespaces", Status: doctor.Fail, Detail: "cannot create: net, user", Fix: "first fix\nsecond fix"},
+	}
+
+	t.Run("plain", func(t *testing.T) {
+		var b bytes.Buffer
+		doctor.Print(&b, results, false)
+		want := "" +
+			"✓ root           running as root\n" +
+			"! ip forwarding  net.ipv4.ip_forward = 0\n" +
+			"                 fix: sysctl -w net.ipv4.ip_forward=1\n" +
+			"✗ namespaces     cannot create: net, user\n" +
+			"                 fix: first fix\n" +
+			"                 fix: second fix\n" +
+			"\n1 check(s) failed: fix them, then run `minibox doctor` again.\n"
+		assert.Equal(t, want, b.String())
+		assert.NotContains(t, b.String(), "\x1b[")
+		assert.NotContains(t, b.String(), "never shown", "an OK check's fix is not printed")
+	})
+
+	t.Run("colour", func(t *testing.T) {
+		var b bytes.Buffer
+		doctor.Print(&b, results, true)
+		out := b.String()
+		assert.Contains(t, out, "\x1b[32m✓\x1b[0m root ")
+		assert.Contains(t, out, "\x1b[33m!\x1b[0m ip forwarding ")
+		assert.Contains(t, out, "\x1b[31m✗\x1b[0m namespaces ")
+		assert.Contains(t, out, "fix: second fix\n")
+	})
+
+	t.Run("warnings only", func(t *testing.T) {
+		var b bytes.Buffer
+		doctor.Print(&b, results[:2], false)
+		assert.True(t, strings.HasSuffix(b.String(), "\nReady for the lessons (1 warning(s) above are worth reading).\n"), b.String())
+	})
+
+	t.Run("all ok", func(t *testing.T) {
+		var b bytes.Buffer
+		doctor.Print(&b, results[:1], false)
+		assert.Equal(t, "✓ root  running as root\n\nReady for the lessons.\n", b.String())
+	})
+}
+
+// TestRealHost runs the checks on this machine. It asserts only what holds
+// on any host the lessons support — a cgroup v1/hybrid CI VM and a cgroup v2
+// laptop alike — not this machine's accidents (ip_forward, propagation of /).
+func TestRealHost(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t)
+
+	host := doctor.Real{
+		RootfsDir: t.TempDir(),
+		Busybox:   rootfs.FindStaticBusybox,
+		IsBuilt:   rootfs.IsBuilt,
+	}
+	results := doctor.Run(host, doctor.Checks())
+	byName := map[string]doctor.Result{}
+	for _, r := range results {
+		byName[r.Name] = r
+	}
+
+	assert.Equal(t, doctor.OK, byName["root"].Status)
+	assert.Equal(t, doctor.OK, byName["kernel"].Status, byName["kernel"].Detail)
+	osrelease, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	require.NoError(t, err)
+	assert.Equal(t, "Linux "+strings.TrimSpace(string(osrelease)), byName["kernel"].Detail)
+
+	ns := byName["namespaces"]
+	assert.Equal(t, doctor.OK, ns.Status, "%s\n%s", ns.Detail, ns.Fix)
+	assert.Equal(t, "all six can be created: mnt uts ipc pid net user", ns.Detail)
+
+	assert.Equal(t, doctor.OK, byName["overlayfs"].Status, byName["overlayfs"].Detail)
+
+	// The cgroup verdict agrees with this host's own mountinfo, whichever of
+	// v2, hybrid or v1 it is.
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	mode := doctor.ParseCgroupMounts(string(mi))
+	if mode.V2Root != "" {
+		if c, err := os.ReadFile(mode.V2Root + "/cgroup.controllers"); err == nil {
+			mode.V2Available = strings.Fields(string(c))
+		}
+	}
+	cg := byName["cgroups"]
+	assert.Equal(t, doctor.OK, cg.Status, "%s\n%s", cg.Detail, cg.Fix)
+	prefix := map[string]string{"v2": "cgroup v2 (unified) at ", "hybrid": "hybrid: v1 controllers under ", "v1": "cgroup v1 under "}[mode.Mode]
+	require.NotEmpty(t, prefix, "cgroup mode %q", mode.Mode)
+	assert.True(t, strings.HasPrefix(cg.Detail, prefix), "mode %s, detail %q", mode.Mode, cg.Detail)
+	for c, v := range mode.Usable() {
+		assert.Contains(t, cg.Detail, c+" ("+v+")")
+	}
+
+	// The temporary rootfs directory is empty: not built, and said so.
+	assert.Equal(t, doctor.Fail, byName["demo rootfs"].Status)
+	assert.Equal(t, host.RootfsDir+" is not built", byName["demo rootfs"].Detail)
+
+	// A propagation is always found: every mount namespace has a /.
+	assert.Equal(t, doctor.OK, byName["mount propagation"].Status, byName["mount propagation"].Detail)
+}
+
+func TestRealHostMethods(t *testing.T) {
+	var h doctor.Real
+	assert.Equal(t, os.Geteuid(), h.Euid())
+	osrelease, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	require.NoError(t, err)
+	assert.Equal(t, strings.TrimSpace(string(osrelease)), h.KernelRelease())
+	assert.True(t, h.Exists("/proc/self"))
+	assert.False(t, h.Exists("/nonexistent/minibox"))
+	fs, err := h.ReadFile("/proc/filesystems")
+	require.NoError(t, err)
+	assert.True(t, doctor.HasFilesystem(fs, "proc"))
+	_, err = h.ReadFile("/nonexistent/minibox")
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	p, err := h.LookPath("sh")
+	require.NoError(t, err)
+	assert.True(t, filepath.IsAbs(p))
+	assert.Contains(t, []string{"overlay", "other"}, h.RootFstype())
+}
+
+func TestRealTryNamespaceReportsFailure(t *testing.T) {
+	testenv.RequireRoot(t)
+	var h doctor.Real
+	assert.NoError(t, h.TryNamespace(syscall.CLONE_NEWUTS))
+	// clone(2): CLONE_NEWUSER with CLONE_FS is EINVAL, and no child is
+	// made. A probe that ignored its flag would not fail here.
+	err := h.TryNamespace(syscall.CLONE_NEWUSER | syscall.CLONE_FS)
+	assert.ErrorIs(t, err, syscall.EINVAL)
+}

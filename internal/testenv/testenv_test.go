@@ -1,0 +1,276 @@
+package testenv_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/testenv"
+)
+
+// recorder is a testing.TB that records what testenv does to a test
+// instead of doing it: errors, fatals, skips and cleanups. Everything else
+// goes to the real test. As in testing, Fatalf and Skip do not return: they
+// end the goroutine, so call testenv through run.
+type recorder struct {
+	testing.TB
+	errors, fatals, skips []string
+	cleanups              []func()
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.fatals = append(r.fatals, fmt.Sprintf(format, args...))
+	runtime.Goexit()
+}
+func (r *recorder) Skip(args ...any) {
+	r.skips = append(r.skips, fmt.Sprint(args...))
+	runtime.Goexit()
+}
+func (r *recorder) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
+
+// run calls f on its own goroutine, as testing runs a test, and waits.
+func (r *recorder) run(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
+}
+
+// finish runs the recorded cleanups, last first, as testing does.
+func (r *recorder) finish() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+	r.cleanups = nil
+}
+
+func TestDiff(t *testing.T) {
+	before := testenv.KernelState{
+		Mounts:   []string{"/ ext4 /dev/vda", "/proc proc proc"},
+		Cgroups:  []string{"/sys/fs/cgroup/minibox"},
+		Links:    []string{"eth0", "lo"},
+		Children: []string{"10 sh"},
+	}
+	assert.Equal(t, "", testenv.Diff(before, before), "nothing new")
+	assert.Equal(t, "", testenv.Diff(testenv.KernelState{}, testenv.KernelState{}))
+
+	after := testenv.KernelState{
+		Mounts:   []string{"/ ext4 /dev/vda", "/proc proc proc", "/tmp/x tmpfs tmpfs"},
+		Cgroups:  []string{"/sys/fs/cgroup/minibox", "/sys/fs/cgroup/minibox/c1"},
+		Links:    []string{"eth0", "lo", "mb0", "veth1"},
+		NetNS:    []string{"minibox-test"},
+		Children: []string{"10 sh", "11 sleep"},
+	}
+	assert.Equal(t, ""+
+		"  mount: /tmp/x tmpfs tmpfs\n"+
+		"  cgroup: /sys/fs/cgroup/minibox/c1\n"+
+		"  link: mb0\n"+
+		"  link: veth1\n"+
+		"  netns: minibox-test\n"+
+		"  process: 11 sleep\n", testenv.Diff(before, after))
+
+	// What went away is not a leak.
+	assert.Equal(t, "", testenv.Diff(after, before))
+
+	// Duplicates count: a second tmpfs on the same mount point is new.
+	once := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs"}}
+	twice := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs"}}
+	thrice := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs"}}
+	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, twice))
+	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, thrice))
+	assert.Equal(t, "", testenv.Diff(twice, once))
+}
+
+func TestSnapshotSeesAMount(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t) // runs last: after the unmount below
+
+	dir := filepath.Join(t.TempDir(), "mnt")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	entry := dir + " tmpfs minibox-test"
+
+	before := testenv.Snapshot()
+	require.NotContains(t, before.Mounts, entry)
+
+	require.NoError(t, unix.Mount("minibox-test", dir, "tmpfs", 0, "size=1m"))
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			assert.NoError(t, unix.Unmount(dir, unix.MNT_DETACH))
+		}
+	})
+
+	during := testenv.Snapshot()
+	assert.Contains(t, during.Mounts, entry)
+	assert.Contains(t, testenv.Diff(before, during), "  mount: "+entry+"\n")
+
+	require.NoError(t, unix.Unmount(dir, 0))
+	mounted = false
+	after := testenv.Snapshot()
+	assert.NotContains(t, after.Mounts, entry)
+	assert.NotContains(t, testenv.Diff(before, after), dir)
+}
+
+func TestSnapshot(t *testing.T) {
+	s := testenv.Snapshot()
+	assert.Contains(t, s.Links, "lo")
+	var root bool
+	for _, m := range s.Mounts {
+		if strings.HasPrefix(m, "/ ") {
+			root = true
+		}
+		assert.Len(t, strings.Fields(m), 3, "mount point, fstype, source: %q", m)
+	}
+	assert.True(t, root, "the / mount is listed")
+	assert.Empty(t, s.Children, "this test has started no process")
+
+	cmd := exec.Command("sleep", "30")
+	require.NoError(t, cmd.Start())
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	s = testenv.Snapshot()
+	assert.Equal(t, []string{strconv.Itoa(cmd.Process.Pid) + " sleep"}, s.Children)
+}
+
+// alive reports whether pid is still running (a zombie is not).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(rest) > 0 && rest[0] != "Z"
+}
+
+func TestCheckLeaksCatchesAProcess(t *testing.T) {
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	require.Len(t, rec.cleanups, 1, "the check runs when the test ends")
+
+	cmd := exec.Command("sleep", "30")
+	require.NoError(t, cmd.Start())
+	pid := cmd.Process.Pid
+	t.Cleanup(func() {
+		// In case CheckLeaks did not kill it: our own child, by its pidfd.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+
+	rec.finish()
+	require.Len(t, rec.errors, 1)
+	assert.Contains(t, rec.errors[0], "the test left these behind")
+	assert.Contains(t, rec.errors[0], fmt.Sprintf("  process: %d sleep\n", pid))
+
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	assert.False(t, alive(pid), "the leaked sleep was killed")
+}
+
+func TestCheckLeaksCleanRun(t *testing.T) {
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+
+	// A process that ends in time, waited for or not, is no leak.
+	require.NoError(t, exec.Command("true").Run())
+	require.NoError(t, exec.Command("sleep", "0.2").Start())
+
+	rec.finish()
+	assert.Empty(t, rec.errors)
+	assert.Empty(t, rec.fatals)
+}
+
+func TestCheckLeaksCatchesAMount(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := filepath.Join(t.TempDir(), "mnt")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	require.NoError(t, unix.Mount("minibox-test", dir, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { assert.NoError(t, unix.Unmount(dir, unix.MNT_DETACH)) })
+
+	rec.finish()
+	require.Len(t, rec.errors, 1)
+	assert.Contains(t, rec.errors[0], "  mount: "+dir+" tmpfs minibox-test\n")
+}
+
+func TestRequire(t *testing.T) {
+	for _, tc := range []struct {
+		env        string
+		ok         bool
+		skip, fail bool
+	}{
+		{env: "", ok: true},
+		{env: "1", ok: true},
+		{env: "", ok: false, skip: true},
+		{env: "0", ok: false, skip: true},
+		{env: "yes", ok: false, skip: true},
+		{env: "1", ok: false, fail: true},
+	} {
+		t.Run(fmt.Sprintf("%s=%q ok=%v", testenv.RequireRootEnv, tc.env, tc.ok), func(t *testing.T) {
+			t.Setenv(testenv.RequireRootEnv, tc.env)
+			rec := &recorder{TB: t}
+			rec.run(func() { testenv.Require(rec, tc.ok, "needs a static busybox") })
+			if tc.skip {
+				assert.Equal(t, []string{"skipped: needs a static busybox"}, rec.skips)
+			} else {
+				assert.Empty(t, rec.skips)
+			}
+			if tc.fail {
+				require.Len(t, rec.fatals, 1)
+				assert.Contains(t, rec.fatals[0], "MINIBOX_REQUIRE_ROOT=1")
+				assert.Contains(t, rec.fatals[0], "needs a static busybox")
+			} else {
+				assert.Empty(t, rec.fatals)
+			}
+			assert.Empty(t, rec.errors)
+		})
+	}
+}
+
+func TestRequireRoot(t *testing.T) {
+	t.Setenv(testenv.RequireRootEnv, "1")
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.RequireRoot(rec) })
+	if os.Geteuid() == 0 {
+		assert.Empty(t, rec.fatals)
+	} else {
+		require.Len(t, rec.fatals, 1)
+		assert.Contains(t, rec.fatals[0], "needs root")
+	}
+	assert.Empty(t, rec.skips)
+
+	t.Setenv(testenv.RequireRootEnv, "")
+	rec = &recorder{TB: t}
+	rec.run(func() { testenv.RequireRoot(rec) })
+	if os.Geteuid() == 0 {
+		assert.Empty(t, rec.skips)
+	} else {
+		require.Len(t, rec.skips, 1)
+		assert.Contains(t, rec.skips[0], "sudo make test")
+	}
+	assert.Empty(t, rec.fatals)
+}
