@@ -18,12 +18,12 @@ build:
 	$(GO) build -o $(BIN) ./cmd/minibox
 
 prereqs:
-	@scripts/install-prereqs.sh
+	@GO=$(GO) bash scripts/install-prereqs.sh
 
 prereqs-test:
-	@scripts/install-prereqs.sh --test
+	@GO=$(GO) bash scripts/install-prereqs.sh --test
 
-rootfs: build
+rootfs: prereqs build
 	$(BIN) rootfs
 
 # Every lesson that exists, in order, without pauses, checking every
@@ -32,7 +32,7 @@ tour: prereqs build rootfs
 	$(BIN) doctor
 	@set -e; for l in $(LESSONS); do \
 		n=$${l%%-*}; echo "=== lesson $$n ($$l)"; \
-		$(BIN) lesson $$((10#$$n)) --yes --check; \
+		$(BIN) lesson $$n --yes --check; \
 	done
 
 test: prereqs-test lint test-go test-v2vm
@@ -44,15 +44,20 @@ test-go:
 	$(GO) test -p 1 -count=1 -timeout 30m $$($(GO) list ./... | grep -v /internal/v2vmcheck)
 
 # The kernel tests again, on a throw-away cgroup-v2-only kernel (QEMU):
-# most students' machines are pure v2, CI's is hybrid. docs/cgroup-v2-vm.md
+# most students' machines are pure v2, CI's is hybrid. On a pure v2 host
+# test-go already ran them natively. docs/cgroup-v2-vm.md
 test-v2vm:
-	bash scripts/cgroupv2-vm/run.sh ./internal/v2vmcheck -test.v
-	bash scripts/cgroupv2-vm/run.sh ./internal/stagetest -test.v
+	@if [ "$$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then \
+		echo "this host is cgroup v2: the v2 code paths ran natively; no VM needed"; \
+	else \
+		bash scripts/cgroupv2-vm/run.sh ./internal/v2vmcheck -test.v && \
+		bash scripts/cgroupv2-vm/run.sh ./internal/stagetest -test.v; \
+	fi
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
 
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...

@@ -65,6 +65,9 @@ func run(args []string) int {
 // child runs in the new process: it changes its root directory and becomes
 // the command.
 func child(args []string) {
+	if len(args) < 2 {
+		fail(2, usage) // only run itself calls child, with both
+	}
 	rootfs, command := args[0], args[1:]
 
 	// chroot ROOTFS — from now on "/" means ROOTFS for this process (chroot(2)).

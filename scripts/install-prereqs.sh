@@ -8,8 +8,23 @@
 set -euo pipefail
 
 packages=(busybox-static iproute2 iptables)
+target=tour
 if [[ "${1:-}" == "--test" ]]; then
 	packages+=(qemu-system-x86)
+	target=test
+fi
+
+# Go is not a package here (distributions' Go is often too old): check it.
+go=${GO:-go}
+min_go=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$(dirname "$0")/../go.mod")
+if ! have=$("$go" env GOVERSION 2>/dev/null); then
+	echo "minibox needs Go $min_go or newer: https://go.dev/doc/install" >&2
+	exit 1
+fi
+have=${have#go}
+if [[ "$(printf '%s\n%s\n' "$min_go" "$have" | sort -V | head -n1)" != "$min_go" ]]; then
+	echo "minibox needs Go $min_go or newer; $go is $have: https://go.dev/doc/install" >&2
+	exit 1
 fi
 
 missing=()
@@ -27,7 +42,7 @@ if ! command -v apt-get >/dev/null; then
 	exit 1
 fi
 if [[ $(id -u) -ne 0 ]]; then
-	echo "missing packages: ${missing[*]}; run: sudo make ${MAKECMDGOALS:-tour}" >&2
+	echo "missing packages: ${missing[*]}; run: sudo make $target" >&2
 	exit 1
 fi
 echo "installing ${missing[*]}"

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/minibox-lab/minibox/internal/lesson"
@@ -63,7 +65,18 @@ marked done in your progress (see minibox lessons --help).`,
 	return cmd
 }
 
-func runLesson(s *streams, f lessonFlags, arg string) error {
+func runLesson(s *streams, f lessonFlags, arg string) (err error) {
+	// Ctrl-C, SIGTERM, a closed terminal or a closed pipe (minibox lesson 1
+	// | head) all end the lesson the same way, at any point: the running
+	// demo or build gets SIGTERM and cleans up, then so does minibox.
+	ctx, caught, stop := signalContext()
+	defer stop()
+	defer func() {
+		if sig := caught(); sig != 0 {
+			err = &exitError{code: 128 + int(sig), err: fmt.Errorf("lesson %s stopped by %s", arg, unix.SignalName(sig))}
+		}
+	}()
+
 	n, err := strconv.Atoi(arg)
 	if err != nil {
 		return fmt.Errorf("lesson: expected a lesson number, got %q (minibox lessons lists them)", arg)
@@ -74,6 +87,11 @@ func runLesson(s *streams, f lessonFlags, arg string) error {
 	}
 	l, err := lesson.Find(lessons.FS, lang, n)
 	if err != nil {
+		return fmt.Errorf("--lang %s: %w", lang, err)
+	}
+	// The renderer first: a bad --style is reported before any slow work.
+	render, err := newRender(s, f)
+	if err != nil {
 		return err
 	}
 	rootfsDir := rootfs.Dir(f.rootfs)
@@ -83,28 +101,83 @@ func runLesson(s *streams, f lessonFlags, arg string) error {
 
 	tmp, err := os.MkdirTemp("", "minibox-lesson-")
 	if err != nil {
-		return err
+		return fmt.Errorf("create the lesson's temporary directory: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer removeTemp(s.err, tmp)
 	binDir, workDir := filepath.Join(tmp, "bin"), filepath.Join(tmp, "work")
 	if err := os.MkdirAll(workDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", workDir, err)
 	}
-	if err := buildLessonStages(s.out, n, binDir); err != nil {
+	if err := buildLessonStages(ctx, s.out, n, binDir); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return &exitError{code: 1, err: err}
 	}
 
-	// Ctrl-C, a closed terminal or a closed pipe (minibox lesson 1 | head)
-	// end the lesson the same way: the running demo gets SIGTERM and its
-	// clean-up runs, then minibox removes its own temporary files.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
-	defer stop()
-	runner, err := newRunner(s, f, l, binDir, rootfsDir, workDir)
-	if err != nil {
-		return err
+	runner := &lesson.Runner{
+		Out:    s.out,
+		Render: render,
+		Check:  f.check,
+		Env:    lesson.DemoEnv(os.Environ(), binDir, rootfsDir, workDir, l.Number),
+		Dir:    workDir,
+		Color:  isTerminal(s.out),
+	}
+	if in, ok := s.in.(*os.File); ok && !f.yes && !f.check && isTerminal(s.out) && isTerminal(in) {
+		runner.Prompt = keyPrompt(in, s.out)
 	}
 	rep, err := runner.Run(ctx, l)
-	return finishLesson(s.out, l, rep, err)
+	return finishLesson(s.out, l, rep, f.check, err)
+}
+
+// signalContext returns a context cancelled by the first of SIGINT,
+// SIGTERM, SIGHUP or SIGPIPE, and a function that says which one came.
+func signalContext() (context.Context, func() syscall.Signal, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
+	var caught atomic.Int32
+	go func() {
+		select {
+		case sig := <-sigs:
+			caught.Store(int32(sig.(syscall.Signal)))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	stop := func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+	return ctx, func() syscall.Signal { return syscall.Signal(caught.Load()) }, stop
+}
+
+// removeTemp removes the lesson's temporary directory. A mount that a
+// stopped demo left inside it is detached first (umount -l): os.RemoveAll
+// would otherwise walk into the mounted tree and delete what it holds.
+func removeTemp(errOut io.Writer, dir string) {
+	for _, m := range mountsUnder(dir) {
+		fmt.Fprintf(errOut, "minibox: a demo left %s mounted; detaching it\n", m)
+		_ = unix.Unmount(m, unix.MNT_DETACH)
+	}
+	_ = os.RemoveAll(dir)
+}
+
+// mountsUnder lists mount points at or below dir, deepest first, from
+// /proc/self/mountinfo (proc(5): field 5 is the mount point).
+func mountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append([]string{f[4]}, out...)
+		}
+	}
+	return out
 }
 
 // prepareNeeds checks the lesson's prerequisites, all at once, before
@@ -112,7 +185,10 @@ func runLesson(s *streams, f lessonFlags, arg string) error {
 func prepareNeeds(out io.Writer, l *lesson.Lesson, rootfsDir string) error {
 	var missing []string
 	if l.Requires("root") && os.Geteuid() != 0 {
-		missing = append(missing, fmt.Sprintf("root: the demos create namespaces, mounts and cgroups. Fix: sudo minibox lesson %d", l.Number))
+		missing = append(missing, fmt.Sprintf("root: the demos create namespaces, mounts and cgroups. Fix: sudo %s lesson %d", os.Args[0], l.Number))
+	}
+	if _, err := stages.GoTool(); err != nil {
+		missing = append(missing, err.Error())
 	}
 	busybox, bbErr := rootfs.FindStaticBusybox()
 	if l.Requires("rootfs") && !rootfs.IsBuilt(rootfsDir) && bbErr != nil {
@@ -132,7 +208,7 @@ func prepareNeeds(out io.Writer, l *lesson.Lesson, rootfsDir string) error {
 
 // buildLessonStages builds stage01 … stageN from the working tree and puts
 // minibox itself next to them, so demos can call both by name.
-func buildLessonStages(out io.Writer, n int, binDir string) error {
+func buildLessonStages(ctx context.Context, out io.Writer, n int, binDir string) error {
 	cwd, _ := os.Getwd()
 	src, err := stages.FindSource(cwd)
 	if err != nil {
@@ -149,19 +225,29 @@ func buildLessonStages(out io.Writer, n int, binDir string) error {
 		}
 	}
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		return err
+		return fmt.Errorf("create %s: %w", binDir, err)
 	}
-	if err := stages.Build(src, binDir, upTo, out); err != nil {
+	if err := stages.Build(ctx, src, binDir, upTo, out); err != nil {
 		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return fmt.Errorf("find the minibox binary to put on the demos' PATH: %w", err)
 	}
-	return os.Symlink(self, filepath.Join(binDir, "minibox"))
+	if err := os.Symlink(self, filepath.Join(binDir, "minibox")); err != nil {
+		return fmt.Errorf("put minibox on the demos' PATH: %w", err)
+	}
+	return nil
 }
 
-func newRunner(s *streams, f lessonFlags, l *lesson.Lesson, binDir, rootfsDir, workDir string) (*lesson.Runner, error) {
+// newRender chooses the glamour style once, here, before any demo runs:
+// "auto" asks the terminal for its background colour, which must not
+// happen while a demo owns the terminal.
+func newRender(s *streams, f lessonFlags) (func(string) (string, error), error) {
+	requested, source := f.style, "--style"
+	if requested == "" {
+		requested, source = os.Getenv("GLAMOUR_STYLE"), "$GLAMOUR_STYLE"
+	}
 	tty := isTerminal(s.out)
 	width := 80
 	if file, ok := s.out.(*os.File); ok && tty {
@@ -169,43 +255,37 @@ func newRunner(s *streams, f lessonFlags, l *lesson.Lesson, binDir, rootfsDir, w
 			width = min(w, 100)
 		}
 	}
-	// The style is chosen here, once: "auto" asks the terminal for its
-	// background colour, which must not happen while a demo owns it.
-	render, err := lesson.NewRenderer(lesson.StyleName(f.style, os.Getenv, tty), width)
-	if err != nil {
-		return nil, fmt.Errorf("--style %q: %w", f.style, err)
+	// A bad style is an error even when output is not a terminal and the
+	// plain style will be used anyway.
+	if requested != "" && requested != "auto" {
+		if _, err := lesson.NewRenderer(requested, width); err != nil {
+			return nil, fmt.Errorf("%s %q: not a glamour style (dark, light, notty, ascii, dracula, pink, tokyo-night, auto) nor a readable style file: %w", source, requested, err)
+		}
 	}
-	r := &lesson.Runner{
-		Out:    s.out,
-		Render: render,
-		Check:  f.check,
-		Env:    lesson.DemoEnv(os.Environ(), binDir, rootfsDir, workDir, l.Number),
-		Dir:    workDir,
-		Color:  tty,
-	}
-	if in, ok := s.in.(*os.File); ok && !f.yes && !f.check && tty && isTerminal(in) {
-		r.Prompt = keyPrompt(in, s.out)
-	}
-	return r, nil
+	return lesson.NewRenderer(lesson.StyleName(f.style, os.Getenv, tty), width)
 }
 
 // keyPrompt asks before each demo and reads a single key: Enter runs, s
-// skips, q (or Ctrl-C) quits.
-func keyPrompt(in *os.File, out io.Writer) func(*lesson.Demo) (lesson.Action, error) {
-	return func(*lesson.Demo) (lesson.Action, error) {
+// skips, q (or Ctrl-C) quits. A signal while it waits ends the lesson too.
+func keyPrompt(in *os.File, out io.Writer) func(context.Context, *lesson.Demo) (lesson.Action, error) {
+	return func(ctx context.Context, _ *lesson.Demo) (lesson.Action, error) {
 		fmt.Fprint(out, "\x1b[2m  ▶ Enter: run · s: skip · q: quit\x1b[0m")
 		defer fmt.Fprint(out, "\r\x1b[K")
-		old, err := term.MakeRaw(int(in.Fd()))
+		fd := int(in.Fd())
+		old, err := term.MakeRaw(fd)
 		if err != nil {
-			return lesson.Run, fmt.Errorf("read key: %w", err)
+			return lesson.Run, fmt.Errorf("read a key from the terminal: %w", err)
 		}
-		defer term.Restore(int(in.Fd()), old)
-		key := make([]byte, 1)
+		defer term.Restore(fd, old)
+		// Forget keys pressed while the previous demo ran (tcflush(3)), or
+		// an early Enter would run this demo without a pause.
+		_ = unix.IoctlSetInt(fd, unix.TCFLSH, unix.TCIFLUSH)
 		for {
-			if _, err := in.Read(key); err != nil {
-				return lesson.Quit, nil
+			key, err := readKey(ctx, in)
+			if err != nil {
+				return lesson.Quit, err
 			}
-			switch key[0] {
+			switch key {
 			case '\r', '\n':
 				return lesson.Run, nil
 			case 's', 'S':
@@ -217,23 +297,47 @@ func keyPrompt(in *os.File, out io.Writer) func(*lesson.Demo) (lesson.Action, er
 	}
 }
 
-func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, err error) error {
+// readKey reads one byte, or returns ctx's error if a signal comes first.
+func readKey(ctx context.Context, in *os.File) (byte, error) {
+	fds := []unix.PollFd{{Fd: int32(in.Fd()), Events: unix.POLLIN}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		// poll(2) with a short timeout, so a signal is noticed promptly.
+		n, err := unix.Poll(fds, 100)
+		if err != nil && err != unix.EINTR {
+			return 0, fmt.Errorf("wait for a key: %w", err)
+		}
+		if n > 0 {
+			key := make([]byte, 1)
+			if _, err := in.Read(key); err != nil {
+				return 'q', nil // the terminal went away: quit
+			}
+			return key[0], nil
+		}
+	}
+}
+
+func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, check bool, err error) error {
 	switch {
 	case errors.Is(err, lesson.ErrQuit):
 		fmt.Fprintf(out, "\nLesson %d left before the end; minibox lesson %d starts it again.\n", l.Number, l.Number)
 		return nil
-	case errors.Is(err, context.Canceled):
-		return &exitError{code: 130, err: fmt.Errorf("lesson %d interrupted", l.Number)}
 	case err != nil:
 		return &exitError{code: 1, err: err}
 	}
 	if len(rep.Failures) > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("lesson %d: %d expectation(s) not met:\n  %s",
+		return &exitError{code: 1, err: fmt.Errorf("lesson %d: %d failure(s):\n  %s",
 			l.Number, len(rep.Failures), strings.Join(rep.Failures, "\n  "))}
 	}
 	if rep.Skipped > 0 {
 		fmt.Fprintf(out, "Lesson %d: %d demo(s) run, %d skipped; run them all to mark the lesson done.\n", l.Number, rep.Ran, rep.Skipped)
 		return nil
+	}
+	fmt.Fprintf(out, "Lesson %d done: %d demo(s), every expectation met.\n", l.Number, rep.Ran)
+	if check {
+		return nil // a check (make tour, the tests) is not the student's progress
 	}
 	progress, err := lesson.LoadProgress(lesson.ProgressPath(os.Getenv))
 	if err == nil {
@@ -242,6 +346,5 @@ func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, err error)
 	if err != nil {
 		fmt.Fprintf(out, "(could not save progress: %v)\n", err)
 	}
-	fmt.Fprintf(out, "Lesson %d done: %d demo(s), every expectation met.\n", l.Number, rep.Ran)
 	return nil
 }

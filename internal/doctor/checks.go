@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/minibox-lab/minibox/internal/stages"
 )
 
 // MinKernel is the oldest kernel the lessons are written for: 4.18 has all
@@ -193,12 +195,52 @@ func checkCommand(cmd, install, why string) func(Host) Result {
 
 func checkGo(h Host) Result {
 	for _, p := range []string{"go", "/usr/local/go/bin/go"} {
-		if path, err := h.LookPath(p); err == nil {
-			return Result{Status: OK, Detail: path + " (lessons build the stage programs from your working tree)"}
+		path, err := h.LookPath(p)
+		if err != nil {
+			continue
 		}
+		version, err := h.GoVersion(path)
+		if err != nil {
+			return Result{Status: Fail, Detail: path + " does not run: " + err.Error(), Fix: "reinstall Go: https://go.dev/doc/install"}
+		}
+		if !goAtLeast(version, stages.MinGo) {
+			return Result{Status: Fail, Detail: fmt.Sprintf("%s is %s; minibox needs Go %s or newer", path, version, stages.MinGo),
+				Fix: "install a newer Go from https://go.dev/doc/install (distribution packages are often older)"}
+		}
+		return Result{Status: OK, Detail: path + " " + version + " (lessons build the stage programs from your working tree)"}
 	}
 	return Result{Status: Fail, Detail: "no go command: the lessons build the stage programs from your working tree",
-		Fix: "install Go from https://go.dev/doc/install (or apt-get install golang-go)"}
+		Fix: "install Go " + stages.MinGo + " or newer from https://go.dev/doc/install"}
+}
+
+// leadingNumber reads the digits at the start of s: "23rc1" → 23.
+func leadingNumber(s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+// goAtLeast compares "go1.22.5" (or "go1.23rc1") with "1.21".
+func goAtLeast(version, min string) bool {
+	have, want := strings.Split(strings.TrimPrefix(version, "go"), "."), strings.Split(min, ".")
+	for i := 0; i < 2; i++ {
+		h, w := 0, 0
+		if i < len(have) {
+			h = leadingNumber(have[i])
+		}
+		if i < len(want) {
+			w, _ = strconv.Atoi(want[i])
+		}
+		if h != w {
+			return h > w
+		}
+	}
+	return true
 }
 
 func checkBusybox(h Host) Result {

@@ -30,6 +30,7 @@ type fakeHost struct {
 	busyErr   error
 	rootfsDir string
 	rootfsOK  bool
+	goVersion string
 
 	tried []uintptr // namespaces TryNamespace was asked for, in order
 }
@@ -54,6 +55,12 @@ func (h *fakeHost) TryNamespace(flag uintptr) error {
 	return h.nsErr[flag]
 }
 func (h *fakeHost) RootFstype() string { return h.rootFS }
+func (h *fakeHost) GoVersion(string) (string, error) {
+	if h.goVersion == "" {
+		return "", errors.New("exit status 2")
+	}
+	return h.goVersion, nil
+}
 func (h *fakeHost) StaticBusybox() (string, error) {
 	return h.busybox, h.busyErr
 }
@@ -90,6 +97,7 @@ func healthyHost(t *testing.T) *fakeHost {
 		busybox:   "/bin/busybox",
 		rootfsDir: "/var/lib/minibox/rootfs",
 		rootfsOK:  true,
+		goVersion: "go1.22.5",
 	}
 }
 
@@ -508,6 +516,21 @@ func TestGoToolchain(t *testing.T) {
 	h.paths = map[string]string{"/usr/local/go/bin/go": "/usr/local/go/bin/go"}
 	r = check(t, h, "go toolchain")
 	assert.Equal(t, doctor.OK, r.Status)
+
+	for version, ok := range map[string]bool{"go1.21.0": true, "go1.23rc1": true, "go1.20.14": false, "go1.19": false} {
+		h.goVersion = version
+		r = check(t, h, "go toolchain")
+		if ok {
+			assert.Equal(t, doctor.OK, r.Status, version)
+		} else {
+			assert.Equal(t, doctor.Fail, r.Status, version)
+			assert.Contains(t, r.Detail, "minibox needs Go 1.21 or newer", version)
+		}
+	}
+
+	h.goVersion = ""
+	r = check(t, h, "go toolchain")
+	assert.Equal(t, doctor.Fail, r.Status, "a go that does not run")
 
 	h.paths = nil
 	r = check(t, h, "go toolchain")

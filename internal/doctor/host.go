@@ -3,6 +3,7 @@ package doctor
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,8 @@ type Host interface {
 	// running a trivial process in it.
 	TryNamespace(flag uintptr) error
 	RootFstype() string
+	// GoVersion asks the go command at path for its version ("go1.22.5").
+	GoVersion(path string) (string, error)
 	StaticBusybox() (string, error)
 	RootfsBuilt() (dir string, ok bool)
 }
@@ -74,6 +77,11 @@ func (Real) RootFstype() string {
 		return "overlay"
 	}
 	return "other"
+}
+
+func (Real) GoVersion(path string) (string, error) {
+	out, err := exec.Command(path, "env", "GOVERSION").Output()
+	return strings.TrimSpace(string(out)), err
 }
 
 func (r Real) StaticBusybox() (string, error) { return r.Busybox() }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -38,23 +38,18 @@ func ProgressPath(getenv func(string) string) string {
 	return filepath.Join(home, ".local", "state", "minibox", "progress.json")
 }
 
-// invokingUserHome is the home of the user who ran sudo, from /etc/passwd.
+// invokingUserHome is the home of the user who ran sudo (os/user looks
+// them up through /etc/passwd or the system's directory service).
 func invokingUserHome(getenv func(string) string) string {
 	uid := getenv("SUDO_UID")
 	if uid == "" || uid == "0" {
 		return ""
 	}
-	data, err := os.ReadFile("/etc/passwd")
+	u, err := user.LookupId(uid)
 	if err != nil {
 		return ""
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Split(line, ":")
-		if len(f) >= 6 && f[2] == uid {
-			return f[5]
-		}
-	}
-	return ""
+	return u.HomeDir
 }
 
 // LoadProgress reads the progress file; a missing file is no progress yet.
@@ -82,26 +77,51 @@ func (p *Progress) IsFinished(n int) bool {
 	return ok
 }
 
-// MarkFinished records lesson n as done and saves. Under sudo the file is
-// given back to the invoking user, whose progress it is.
+// MarkFinished records lesson n as done and saves. Under sudo, every
+// directory and file it creates is given back to the invoking user, whose
+// progress it is.
 func (p *Progress) MarkFinished(n int, getenv func(string) string) error {
 	p.Finished[strconv.Itoa(n)] = time.Now().UTC().Truncate(time.Second)
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(p.path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("save progress: %w", err)
-	}
-	if err := os.WriteFile(p.path, append(data, '\n'), 0o644); err != nil {
-		return fmt.Errorf("save progress: %w", err)
-	}
+	owner := func(string) {}
 	uid, errU := strconv.Atoi(getenv("SUDO_UID"))
 	gid, errG := strconv.Atoi(getenv("SUDO_GID"))
 	if errU == nil && errG == nil && uid != 0 {
-		_ = os.Chown(dir, uid, gid)
-		_ = os.Chown(p.path, uid, gid)
+		owner = func(path string) { _ = os.Chown(path, uid, gid) }
 	}
+	if err := mkdirAllOwned(filepath.Dir(p.path), owner); err != nil {
+		return fmt.Errorf("save progress: %w", err)
+	}
+	// Write a temporary file and rename it: a crash never leaves half a file.
+	tmp := p.path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save progress: %w", err)
+	}
+	owner(tmp)
+	if err := os.Rename(tmp, p.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("save progress: %w", err)
+	}
+	return nil
+}
+
+// mkdirAllOwned is os.MkdirAll that also hands each directory it creates
+// to owner (so sudo does not leave ~/.local owned by root).
+func mkdirAllOwned(dir string, owner func(string)) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if parent := filepath.Dir(dir); parent != dir {
+		if err := mkdirAllOwned(parent, owner); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	owner(dir)
 	return nil
 }

@@ -3,10 +3,13 @@ package lesson
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 func TestProgressPath(t *testing.T) {
@@ -31,4 +34,25 @@ func TestProgressRoundTrip(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("{broken"), 0o644))
 	_, err = LoadProgress(path)
 	assert.ErrorContains(t, err, "delete the file to start over")
+}
+
+// Under sudo, progress belongs to the student: every directory created on
+// the way to the file is theirs, not root's.
+func TestProgressUnderSudoIsOwnedByTheStudent(t *testing.T) {
+	testenv.RequireRoot(t)
+	home := t.TempDir()
+	path := filepath.Join(home, ".local", "state", "minibox", "progress.json")
+	p, err := LoadProgress(path)
+	require.NoError(t, err)
+	env := map[string]string{"SUDO_UID": "65534", "SUDO_GID": "65534"}
+	require.NoError(t, p.MarkFinished(1, func(k string) string { return env[k] }))
+	for _, rel := range []string{".local", ".local/state", ".local/state/minibox", ".local/state/minibox/progress.json"} {
+		info, err := os.Stat(filepath.Join(home, rel))
+		require.NoError(t, err)
+		st := info.Sys().(*syscall.Stat_t)
+		assert.Equal(t, uint32(65534), st.Uid, rel)
+	}
+	owner, err := os.Stat(home)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(0), owner.Sys().(*syscall.Stat_t).Uid, "what existed before is left alone")
 }

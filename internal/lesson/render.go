@@ -2,7 +2,11 @@ package lesson
 
 import (
 	"github.com/charmbracelet/glamour"
+	"github.com/muesli/termenv"
 )
+
+// margin is the left margin of glamour's standard styles.
+const margin = 2
 
 // StyleName picks the glamour style once, before any demo runs: the --style
 // flag, else $GLAMOUR_STYLE, else "auto" (dark or light from the terminal's
@@ -23,15 +27,20 @@ func StyleName(flag string, getenv func(string) string, tty bool) string {
 }
 
 // NewRenderer returns a Markdown renderer for style (a glamour standard
-// style name or a JSON style file), wrapping at width columns. "auto"
-// queries the terminal's background now, once.
+// style name or a JSON style file) for a terminal width columns wide.
+// "auto" queries the terminal's background now, once.
 func NewRenderer(style string, width int) (func(string) (string, error), error) {
 	if width <= 0 {
 		width = 80
 	}
 	r, err := glamour.NewTermRenderer(
 		glamour.WithStylePath(style),
-		glamour.WithWordWrap(width),
+		// glamour indents the text by a 2-column margin on top of the wrap
+		// width: leave room for it on both sides.
+		glamour.WithWordWrap(width-2*margin),
+		// Colours as the terminal announces them ($TERM, $COLORTERM,
+		// $NO_COLOR), not always 24-bit.
+		glamour.WithColorProfile(termenv.EnvColorProfile()),
 	)
 	if err != nil {
 		return nil, err

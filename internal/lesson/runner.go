@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -26,13 +25,13 @@ var ErrQuit = errors.New("lesson quit")
 
 // Runner runs a lesson: prose through Render, demos live.
 type Runner struct {
-	Out    io.Writer                       // everything the student sees
-	Render func(md string) (string, error) // Markdown → terminal text
-	Prompt func(*Demo) (Action, error)     // nil: run every demo without asking
-	Check  bool                            // stop at the first unmet expectation
-	Env    []string                        // the demos' environment
-	Dir    string                          // the demos' working directory
-	Color  bool                            // colour the gutter and marks
+	Out    io.Writer                                    // everything the student sees
+	Render func(md string) (string, error)              // Markdown → terminal text
+	Prompt func(context.Context, *Demo) (Action, error) // nil: run every demo without asking
+	Check  bool                                         // stop at the first unmet expectation
+	Env    []string                                     // the demos' environment
+	Dir    string                                       // the demos' working directory
+	Color  bool                                         // colour the gutter and marks
 }
 
 // Report says how a lesson run went.
@@ -50,6 +49,9 @@ func (r *Runner) Run(ctx context.Context, l *Lesson) (Report, error) {
 	var rep Report
 	file := fmt.Sprintf("lessons/%s/%s.md", l.Lang, l.Name)
 	for _, seg := range l.Segments {
+		if err := ctx.Err(); err != nil {
+			return rep, err // interrupted (Ctrl-C, SIGTERM, a closed pipe)
+		}
 		if seg.Demo == nil {
 			text, err := r.Render(seg.Prose)
 			if err != nil {
@@ -61,7 +63,7 @@ func (r *Runner) Run(ctx context.Context, l *Lesson) (Report, error) {
 		d := seg.Demo
 		r.showScript(d)
 		if r.Prompt != nil {
-			switch act, err := r.Prompt(d); {
+			switch act, err := r.Prompt(ctx, d); {
 			case err != nil:
 				return rep, err
 			case act == Quit:
@@ -130,10 +132,12 @@ func (r *Runner) runDemo(ctx context.Context, d *Demo) []string {
 	var exit *exec.ExitError
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:
+		fmt.Fprintln(r.Out, r.paint(red, fmt.Sprintf("  ✗ timed out after %s", d.Timeout)))
 		return []string{fmt.Sprintf("%d: demo did not finish within %s (add timeout=… to the demo line if it needs longer)", d.Line, d.Timeout)}
 	case errors.As(err, &exit):
-		code = exit.ExitCode()
+		code = exitStatus(exit)
 	case err != nil && !errors.Is(err, exec.ErrWaitDelay):
+		fmt.Fprintln(r.Out, r.paint(red, "  ✗ "+err.Error()))
 		return []string{fmt.Sprintf("%d: cannot run demo: %v", d.Line, err)}
 	}
 	if !d.AnyExit && code != d.Exit {
@@ -157,6 +161,15 @@ func (r *Runner) runDemo(ctx context.Context, d *Demo) []string {
 	return failures
 }
 
+// exitStatus is the shell's view of how a process ended: its exit code, or
+// 128+N when signal N killed it.
+func exitStatus(exit *exec.ExitError) int {
+	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return exit.ExitCode()
+}
+
 const (
 	bold  = "1"
 	dim   = "2"
@@ -172,31 +185,31 @@ func (r *Runner) paint(code, s string) string {
 }
 
 // gutterWriter streams output with a prefix at the start of each line, and
-// keeps a copy for the expectations.
+// keeps a copy for the expectations. os/exec calls Write from one goroutine
+// (stdout and stderr share one pipe); text() is read after the demo ends.
 type gutterWriter struct {
-	mu       sync.Mutex
 	out      io.Writer
 	prefix   string
 	midLine  bool
 	captured strings.Builder
 }
 
+// Write works byte by byte, so that a UTF-8 character split across two
+// reads is passed through intact.
 func (g *gutterWriter) Write(p []byte) (int, error) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.captured.Write(p)
-	var b strings.Builder
-	for _, c := range string(p) {
+	var b []byte
+	for _, c := range p {
 		if !g.midLine {
-			b.WriteString(g.prefix)
+			b = append(b, g.prefix...)
 			g.midLine = true
 		}
-		b.WriteRune(c)
+		b = append(b, c)
 		if c == '\n' {
 			g.midLine = false
 		}
 	}
-	if _, err := io.WriteString(g.out, b.String()); err != nil {
+	if _, err := g.out.Write(b); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -204,8 +217,6 @@ func (g *gutterWriter) Write(p []byte) (int, error) {
 
 // finish ends a last line that had no newline.
 func (g *gutterWriter) finish() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.midLine {
 		io.WriteString(g.out, "\n")
 		g.midLine = false
@@ -213,8 +224,6 @@ func (g *gutterWriter) finish() {
 }
 
 func (g *gutterWriter) text() string {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	return g.captured.String()
 }
 

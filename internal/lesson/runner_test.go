@@ -105,6 +105,7 @@ func TestTimeoutKillsTheWholeDemo(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second)
 	require.Len(t, rep.Failures, 1)
 	assert.Contains(t, rep.Failures[0], "07-test.md:4: demo did not finish within 300ms")
+	assert.Contains(t, out.String(), "✗ timed out after 300ms", "said at once, not only in the summary")
 	assertGone(t, pidFile)
 }
 
@@ -147,7 +148,7 @@ func TestPromptSkipAndQuit(t *testing.T) {
 	var out bytes.Buffer
 	r := newTestRunner(t, &out)
 	answers := []Action{Skip, Run, Quit}
-	r.Prompt = func(*Demo) (Action, error) {
+	r.Prompt = func(context.Context, *Demo) (Action, error) {
 		a := answers[0]
 		answers = answers[1:]
 		return a, nil
@@ -204,4 +205,22 @@ func TestStoppedDemoCanCleanUp(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rep.Failures, 1)
 	assert.FileExists(t, marker, "the demo's EXIT trap ran")
+}
+
+func TestKilledDemoReportsShellStyleStatus(t *testing.T) {
+	var out bytes.Buffer
+	l := lessonFrom(t, "```demo\nkill -9 $$\n```\n")
+	rep, err := newTestRunner(t, &out).Run(context.Background(), l)
+	require.NoError(t, err)
+	require.Len(t, rep.Failures, 1)
+	assert.Contains(t, rep.Failures[0], "demo exited with status 137, expected 0")
+}
+
+func TestGutterKeepsSplitUTF8(t *testing.T) {
+	var out bytes.Buffer
+	g := &gutterWriter{out: &out, prefix: "| "}
+	zhong := []byte("中\n")
+	g.Write(zhong[:1])
+	g.Write(zhong[1:])
+	assert.Equal(t, "| 中\n", out.String())
 }

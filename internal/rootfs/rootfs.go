@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,20 +20,24 @@ import (
 )
 
 // DefaultDir is where `minibox rootfs` builds the demo root filesystem when
-// neither --dir nor $MINIBOX_ROOTFS says otherwise.
+// neither --rootfs, $MINIBOX_ROOTFS nor $MINIBOX_ROOT says otherwise.
 const DefaultDir = "/var/lib/minibox/rootfs"
 
 // BusyboxPackage is the Debian/Ubuntu package that ships a static busybox.
 const BusyboxPackage = "busybox-static"
 
-// Dir returns the rootfs directory to use: flag value, then $MINIBOX_ROOTFS,
-// then DefaultDir.
+// Dir returns the rootfs directory to use: the flag's value, else
+// $MINIBOX_ROOTFS, else rootfs/ in the data root $MINIBOX_ROOT, else
+// DefaultDir.
 func Dir(flagValue string) string {
 	if flagValue != "" {
 		return flagValue
 	}
 	if env := os.Getenv("MINIBOX_ROOTFS"); env != "" {
 		return env
+	}
+	if root := os.Getenv("MINIBOX_ROOT"); root != "" {
+		return filepath.Join(root, "rootfs")
 	}
 	return DefaultDir
 }
@@ -98,8 +103,18 @@ func Build(dir, busybox string) error {
 	if !static {
 		return fmt.Errorf("%s is dynamically linked: %w", busybox, ErrNoStaticBusybox)
 	}
-	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "root", "tmp", "var/tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create rootfs directory: %w", err)
+	}
+	for _, d := range []string{"bin", "sbin", "usr", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "root", "tmp", "var", "var/tmp"} {
+		path := filepath.Join(dir, d)
+		// A container may have replaced a directory of its rootfs with a
+		// symlink to a host path; building through it would write (and
+		// delete) host files.
+		if info, err := os.Lstat(path); err == nil && !info.IsDir() {
+			return fmt.Errorf("rootfs %s: %s is not a plain directory (a symlink?): remove the rootfs and build it again", dir, d)
+		}
+		if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("create rootfs directory: %w", err)
 		}
 	}

@@ -338,3 +338,26 @@ func TestIsBuiltJudgesTheRootfsNotTheHost(t *testing.T) {
 	require.NoError(t, os.Symlink(inside, filepath.Join(dir, "bin/sh")))
 	assert.True(t, rootfs.IsBuilt(dir))
 }
+
+func TestDirFromDataRoot(t *testing.T) {
+	t.Setenv("MINIBOX_ROOTFS", "")
+	t.Setenv("MINIBOX_ROOT", "/srv/minibox")
+	assert.Equal(t, "/srv/minibox/rootfs", rootfs.Dir(""))
+	t.Setenv("MINIBOX_ROOTFS", "/elsewhere")
+	assert.Equal(t, "/elsewhere", rootfs.Dir(""), "$MINIBOX_ROOTFS is more specific")
+}
+
+// A rootfs whose bin/ was replaced by a symlink (from inside a container)
+// is refused: rebuilding through it would change the host's files.
+func TestBuildRefusesSymlinkedDirectories(t *testing.T) {
+	busybox, err := rootfs.FindStaticBusybox()
+	testenv.Require(t, err == nil, "needs a static busybox (apt-get install busybox-static)")
+	dir := t.TempDir()
+	hostDir := t.TempDir()
+	require.NoError(t, os.Symlink(hostDir, filepath.Join(dir, "usr")))
+	err = rootfs.Build(dir, busybox)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "usr is not a plain directory")
+	entries, _ := os.ReadDir(hostDir)
+	assert.Empty(t, entries, "nothing written through the symlink")
+}

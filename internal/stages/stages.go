@@ -4,6 +4,7 @@
 package stages
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -115,13 +116,19 @@ func GoTool() (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("the go command is not on PATH nor in /usr/local/go/bin: install Go (https://go.dev/doc/install) — the lessons build the stage programs from your working tree")
+	if os.Getenv("SUDO_USER") != "" {
+		return "", fmt.Errorf("the go command is not on root's PATH: sudo replaces PATH with its secure_path. Run sudo env \"PATH=$PATH\" %s …, or link go into /usr/local/bin", os.Args[0])
+	}
+	return "", fmt.Errorf("the go command is not on PATH nor in /usr/local/go/bin: install Go %s or newer (https://go.dev/doc/install) — the lessons build the stage programs from your working tree", MinGo)
 }
+
+// MinGo is the oldest Go that builds minibox: the go line of go.mod.
+const MinGo = "1.21"
 
 // Build compiles the given stages into outDir as stage01, stage02, … — static
 // (CGO_ENABLED=0), so they also run inside a busybox rootfs. Progress goes
 // to log; a compile error is returned with the compiler's message.
-func Build(src, outDir string, list []Stage, log io.Writer) error {
+func Build(ctx context.Context, src, outDir string, list []Stage, log io.Writer) error {
 	goTool, err := GoTool()
 	if err != nil {
 		return err
@@ -130,7 +137,8 @@ func Build(src, outDir string, list []Stage, log io.Writer) error {
 		if log != nil {
 			fmt.Fprintf(log, "building %s from %s\n", s.Binary(), s.Name)
 		}
-		cmd := exec.Command(goTool, "build", "-o", filepath.Join(outDir, s.Binary()), "./"+s.Name)
+		cmd := exec.CommandContext(ctx, goTool, "build", "-o", filepath.Join(outDir, s.Binary()), "./"+s.Name)
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.Dir = src
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {

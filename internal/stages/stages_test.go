@@ -2,6 +2,7 @@ package stages_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,7 +209,7 @@ func TestBuild(t *testing.T) {
 	t.Setenv("CGO_ENABLED", "1")
 	out := t.TempDir()
 	var log bytes.Buffer
-	require.NoError(t, stages.Build(root, out, list, &log))
+	require.NoError(t, stages.Build(context.Background(), root, out, list, &log))
 	assert.Equal(t, "building stage01 from 01-hello\nbuilding stage02 from 02-bye\n", log.String())
 
 	bin := filepath.Join(out, "stage01")
@@ -224,7 +225,7 @@ func TestBuild(t *testing.T) {
 	assert.Equal(t, "bye\n", string(got))
 
 	// No log is fine.
-	require.NoError(t, stages.Build(root, t.TempDir(), list[:1], nil))
+	require.NoError(t, stages.Build(context.Background(), root, t.TempDir(), list[:1], nil))
 }
 
 func TestBuildCompileError(t *testing.T) {
@@ -233,7 +234,7 @@ func TestBuildCompileError(t *testing.T) {
 	list, err := stages.List(root)
 	require.NoError(t, err)
 	out := t.TempDir()
-	err = stages.Build(root, out, list, nil)
+	err = stages.Build(context.Background(), root, out, list, nil)
 	require.Error(t, err)
 	msg := err.Error()
 	assert.True(t, strings.HasPrefix(msg, "build 01-broken failed:\n"), msg)

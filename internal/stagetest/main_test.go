@@ -2,6 +2,7 @@ package stagetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -63,7 +64,7 @@ func buildStages(dir string) error {
 	if err != nil {
 		return err
 	}
-	return stages.Build(src, dir, list, nil)
+	return stages.Build(context.Background(), src, dir, list, nil)
 }
 
 // needStage returns the path of stageNN, after checking root, the rootfs,

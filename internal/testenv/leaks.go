@@ -33,7 +33,8 @@ type KernelState struct {
 // It makes the test binary a child subreaper (prctl(2)
 // PR_SET_CHILD_SUBREAPER): processes orphaned by a container's exit are
 // reparented to us instead of to init, so none can hide.
-// Do not use it in tests that run in parallel.
+// Do not use it in tests that run in parallel, and call it first in a
+// test, so that its clean-up runs last.
 func CheckLeaks(t testing.TB) {
 	t.Helper()
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -210,13 +211,18 @@ func reapZombies() {
 	}
 }
 
+// killChildren kills the leftover processes. Their own children are
+// reparented to us (the subreaper) as they die, so repeat a few rounds.
 func killChildren(list []string) {
-	for _, c := range list {
-		pid, _ := strconv.Atoi(strings.Fields(c)[0])
-		if pid > 0 {
-			_ = unix.Kill(pid, unix.SIGKILL)
+	for round := 0; round < 5 && len(list) > 0; round++ {
+		for _, c := range list {
+			pid, _ := strconv.Atoi(strings.Fields(c)[0])
+			if pid > 0 {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
 		}
+		time.Sleep(50 * time.Millisecond)
+		reapZombies()
+		list = children()
 	}
-	time.Sleep(50 * time.Millisecond)
-	reapZombies()
 }

@@ -37,6 +37,14 @@ die() {
 	say "error: $*"
 	exit 1
 }
+# no_kernel: the pinned kernel cannot be had here (not Debian 12, or no
+# network). CI (MINIBOX_REQUIRE_ROOT=1) must run the VM, so that is an
+# error there; on a student's machine the VM step is skipped, saying why.
+no_kernel() {
+	[[ ${MINIBOX_REQUIRE_ROOT:-} == 1 ]] && die "$*"
+	say "skipping the cgroup v2 VM: $* (it needs Debian 12's linux-image-cloud-amd64 6.1 kernel)"
+	exit 0
+}
 
 if [[ $# -lt 1 || $1 == -h || $1 == --help ]]; then
 	echo "usage: $0 PKG [TEST-BINARY FLAGS...]   e.g. $0 ./internal/v2vmcheck -test.v" >&2
@@ -160,10 +168,10 @@ if [[ -z $kernel_pkg ]]; then
 	[[ -n $kernel_pkg ]] || kernel_pkg=$(cached_kernel_pkg)
 	if [[ -z $kernel_pkg ]]; then
 		say "updating apt package lists to find the kernel"
-		apt-get update -qq >/dev/null || die "apt-get update failed"
+		apt-get update -qq >/dev/null || no_kernel "apt-get update failed"
 		kernel_pkg=$(resolve_kernel_pkg)
 	fi
-	[[ -n $kernel_pkg ]] || die "cannot resolve linux-image-cloud-amd64 to a linux-image-6.1.0-*-cloud-amd64 package"
+	[[ -n $kernel_pkg ]] || no_kernel "cannot resolve linux-image-cloud-amd64 to a linux-image-6.1.0-*-cloud-amd64 package"
 	remember_kernel_pkg "$kernel_pkg"
 fi
 
@@ -177,7 +185,7 @@ if [[ ! -f $cache/$kernel_pkg/.complete ]]; then
 		kernel_pkg=$(resolve_kernel_pkg)
 		if [[ -z $kernel_pkg ]] || ! fetch_kernel "$kernel_pkg"; then
 			kernel_pkg=$(cached_kernel_pkg)
-			[[ -n $kernel_pkg ]] || die "cannot download the kernel (apt-get download linux-image-6.1.0-*-cloud-amd64)"
+			[[ -n $kernel_pkg ]] || no_kernel "cannot download the kernel (apt-get download linux-image-6.1.0-*-cloud-amd64)"
 			say "using the cached kernel $kernel_pkg instead"
 		fi
 		remember_kernel_pkg "$kernel_pkg"
