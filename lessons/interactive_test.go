@@ -25,7 +25,7 @@ import (
 // terminal would.
 func TestInteractiveLessonPausesBeforeEachDemo(t *testing.T) {
 	testenv.RequireRoot(t)
-	tmp := t.TempDir()
+	tmp := searchableTempDir(t)
 	minibox := buildMinibox(t, tmp)
 	master, slave := openPTY(t)
 

@@ -82,7 +82,7 @@ func rules(d *lesson.Demo) []string {
 // stages built from the working tree. Nothing may leak.
 func TestEveryLessonPassesCheck(t *testing.T) {
 	testenv.RequireRoot(t)
-	tmp := t.TempDir()
+	tmp := searchableTempDir(t)
 	minibox := buildMinibox(t, tmp)
 	rootfsDir := filepath.Join(tmp, "rootfs") // built by the first lesson run
 
@@ -125,4 +125,15 @@ func tail(s string, n int) string {
 		lines = append([]string{"…"}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// searchableTempDir is t.TempDir() made searchable by every uid (0755 up
+// to /tmp): with --userns, container root is an unprivileged host uid,
+// and it must be able to reach the rootfs kept in here.
+func searchableTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
+	return dir
 }

@@ -40,7 +40,11 @@ func setup(tmp string) error {
 	if binDir == "" {
 		binDir = filepath.Join(tmp, "bin")
 		if err := buildStages(binDir); err != nil {
-			return err
+			// A stage that does not compile is a failure, never a skip:
+			// a student's broken edit must not read as "ok".
+			fmt.Fprintln(os.Stderr, "stagetest:", err)
+			os.RemoveAll(tmp)
+			os.Exit(1)
 		}
 	}
 	if os.Geteuid() != 0 {

@@ -1,0 +1,584 @@
+package stagetest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/testenv"
+)
+
+// The six namespaces of lesson 2, as named in /proc/PID/ns.
+var stage02Namespaces = []string{"mnt", "uts", "ipc", "pid", "net", "user"}
+
+// needStage02 is needStage for stage 02. If a broken stage (a student's
+// edit, say) sets the hostname without a UTS namespace of its own, it sets
+// the host's: put it back, and fail.
+func needStage02(t *testing.T) string {
+	t.Helper()
+	stage := needStage(t, "02")
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if now, _ := os.Hostname(); now != host {
+			t.Errorf("the host's hostname changed from %q to %q; restored", host, now)
+			_ = unix.Sethostname([]byte(host))
+		}
+	})
+	return stage
+}
+
+func TestStage02Hostname(t *testing.T) {
+	stage := needStage02(t)
+	host, err := os.Hostname()
+	require.NoError(t, err)
+
+	res := run(t, stage, "run", "--hostname", "box", rootfsDir, "--", "hostname")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "box\n", res.stdout)
+
+	// Without --hostname: a short random id, different on every run.
+	first := run(t, stage, "run", rootfsDir, "--", "hostname")
+	second := run(t, stage, "run", rootfsDir, "--", "hostname")
+	require.Equal(t, 0, first.code, first.stderr)
+	require.Equal(t, 0, second.code, second.stderr)
+	assert.Regexp(t, `^[0-9a-f]{12}\n$`, first.stdout)
+	assert.NotEqual(t, first.stdout, second.stdout)
+	assert.NotEqual(t, host+"\n", first.stdout)
+
+	after, err := os.Hostname()
+	require.NoError(t, err)
+	assert.Equal(t, host, after, "setting the hostname inside must not change the host's")
+}
+
+func TestStage02CommandIsPID1(t *testing.T) {
+	stage := needStage02(t)
+
+	// ps lists exactly one process, itself, as PID 1: nothing of the host.
+	res := run(t, stage, "run", rootfsDir, "--", "ps", "-o", "pid,args")
+	require.Equal(t, 0, res.code, res.stderr)
+	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+	require.Len(t, lines, 2, "a header and one process:\n%s", res.stdout)
+	assert.Equal(t, []string{"1", "ps", "-o", "pid,args"}, strings.Fields(lines[1]))
+
+	res = run(t, stage, "run", rootfsDir, "--", "sh", "-c", `echo $$`)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "1\n", res.stdout)
+}
+
+func TestStage02NamespacesDifferFromHost(t *testing.T) {
+	stage := needStage02(t)
+	allowContainerRoot(t)
+	script := `for n in ` + strings.Join(stage02Namespaces, " ") + `; do echo "$n $(readlink /proc/self/ns/$n)"; done`
+
+	for _, userns := range []bool{false, true} {
+		t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
+			args := []string{"run", rootfsDir, "--", "sh", "-c", script}
+			if userns {
+				args = append([]string{"run", "--userns"}, args[1:]...)
+			}
+			res := run(t, stage, args...)
+			require.Equal(t, 0, res.code, res.stderr)
+			inside := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+				if f := strings.Fields(line); len(f) == 2 {
+					inside[f[0]] = f[1]
+				}
+			}
+			for _, ns := range stage02Namespaces {
+				host, err := os.Readlink("/proc/self/ns/" + ns)
+				require.NoError(t, err)
+				require.Regexp(t, `^`+ns+`:\[\d+\]$`, inside[ns], "inside %s", ns)
+				if ns == "user" && !userns {
+					assert.Equal(t, host, inside[ns], "without --userns the user namespace is the host's")
+					continue
+				}
+				assert.NotEqual(t, host, inside[ns], "the %s namespace inside must be a new one", ns)
+			}
+		})
+	}
+}
+
+func TestStage02OnlyLoopbackInside(t *testing.T) {
+	stage := needStage02(t)
+	res := run(t, stage, "run", rootfsDir, "--", "ip", "-o", "link")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, []string{"lo"}, linkNames(res.stdout))
+
+	// The read-only /sys shows the devices of the new network namespace.
+	res = run(t, stage, "run", rootfsDir, "--", "ls", "/sys/class/net")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "lo\n", res.stdout)
+}
+
+// linkNames takes the names out of `ip -o link` ("1: lo: <LOOPBACK> ...").
+func linkNames(out string) []string {
+	var names []string
+	for _, m := range regexp.MustCompile(`(?m)^\d+: ([^:@ ]+)`).FindAllStringSubmatch(out, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}
+
+func TestStage02IPCInvisible(t *testing.T) {
+	stage := needStage02(t)
+
+	t.Run("host object invisible inside", func(t *testing.T) {
+		// A System V shared memory segment, made on the host.
+		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+		require.NoError(t, err)
+		t.Cleanup(func() { _, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil) })
+		hostShm, err := os.ReadFile("/proc/sysvipc/shm")
+		require.NoError(t, err)
+		require.Contains(t, shmIDs(string(hostShm)), id, "the host lists its own segment")
+
+		res := run(t, stage, "run", rootfsDir, "--", "cat", "/proc/sysvipc/shm")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Empty(t, shmIDs(res.stdout), "the new IPC namespace has no segments:\n%s", res.stdout)
+	})
+
+	t.Run("object made inside invisible on the host", func(t *testing.T) {
+		// A POSIX message queue, made inside while the container lives.
+		queue := fmt.Sprintf("minibox-test-%d", os.Getpid())
+		// Without an IPC namespace the queue would be the host's: remove it.
+		t.Cleanup(func() { _ = mqUnlink(queue) })
+		c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
+			"mkdir /dev/mqueue && mount -t mqueue mqueue /dev/mqueue && touch /dev/mqueue/"+queue+
+				" && echo ready && exec sleep 60")
+		c.waitFor(t, "ready")
+		// Seen from the host through the container's own mount of it...
+		_, err := os.Stat(fmt.Sprintf("/proc/%d/root/dev/mqueue/%s", c.pid(t), queue))
+		require.NoError(t, err, "the queue exists inside")
+		// ...but the host's IPC namespace has no such queue.
+		assert.ErrorIs(t, mqOpen(queue), unix.ENOENT)
+		c.kill(t)
+	})
+}
+
+// shmIDs lists the shmid column of /proc/sysvipc/shm (proc(5)).
+func shmIDs(table string) []int {
+	var ids []int
+	for _, line := range strings.Split(table, "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 1 {
+			if id, err := strconv.Atoi(f[1]); err == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
+
+// mqOpen opens the host's POSIX message queue NAME read-only and closes it
+// again (mq_open(3); the system call takes the name without its "/").
+func mqOpen(name string) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	fd, _, errno := unix.Syscall6(unix.SYS_MQ_OPEN, uintptr(unsafe.Pointer(p)), uintptr(unix.O_RDONLY), 0, 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return unix.Close(int(fd))
+}
+
+// mqUnlink removes the host's POSIX message queue NAME (mq_unlink(3)).
+func mqUnlink(name string) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_MQ_UNLINK, uintptr(unsafe.Pointer(p)), 0, 0); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+func TestStage02MountsStayInside(t *testing.T) {
+	stage := needStage02(t)
+
+	// "/" inside is exactly the rootfs.
+	res := run(t, stage, "run", rootfsDir, "--", "ls", "-1", "/")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, listDir(t, rootfsDir), res.stdout)
+
+	// A run makes mounts (/proc, /dev, /sys, a tmpfs of its own); the host's
+	// mount table is byte for byte what it was.
+	before := readMountinfo(t)
+	res = run(t, stage, "run", rootfsDir, "--", "mount", "-t", "tmpfs", "minibox-test-tmpfs", "/tmp")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, before, readMountinfo(t), "a run must not change the host's mounts")
+
+	// While the container lives, its mount is in its mount table, not in the host's.
+	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
+		"mount -t tmpfs minibox-test-tmpfs /tmp && echo ready && exec sleep 60")
+	c.waitFor(t, "ready")
+	inside, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.pid(t)))
+	require.NoError(t, err)
+	assert.Contains(t, string(inside), " /tmp rw")
+	assert.Contains(t, string(inside), "minibox-test-tmpfs")
+	assert.NotContains(t, readMountinfo(t), "minibox-test-tmpfs")
+	c.kill(t)
+	assert.Equal(t, before, readMountinfo(t))
+}
+
+// On systemd hosts every mount is shared, so a mount made in a new mount
+// namespace propagates back unless the stage makes its mounts private first
+// (and pivot_root refuses shared mounts). This test machine may not be such
+// a host, so make one: a throwaway mount namespace whose mounts are all
+// shared (`unshare --mount --propagation shared`), and run the stage in it.
+func TestStage02MountsStayInsideOnSharedHost(t *testing.T) {
+	stage := needStage02(t)
+	unshare, err := exec.LookPath("unshare")
+	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
+
+	script := `grep -q shared: /proc/self/mountinfo || echo "no shared mounts here"
+cat /proc/self/mountinfo; echo ---
+"$0" run "$1" -- mount -t tmpfs minibox-test-tmpfs /tmp || echo "stage failed: $?"
+echo ---; cat /proc/self/mountinfo`
+	res := run(t, unshare, "--mount", "--propagation", "shared", "sh", "-c", script, stage, rootfsDir)
+	require.Equal(t, 0, res.code, res.stderr)
+	require.NotContains(t, res.stdout, "no shared mounts here")
+	require.NotContains(t, res.stdout, "stage failed", res.stderr)
+	parts := strings.Split(res.stdout, "---\n")
+	require.Len(t, parts, 3)
+	assert.Equal(t, parts[0], parts[2], "the stage's mounts leaked into the namespace it was started from")
+}
+
+func readMountinfo(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	return string(data)
+}
+
+// /dev and /sys inside, with and without a user namespace.
+func TestStage02DevAndSys(t *testing.T) {
+	stage := needStage02(t)
+	allowContainerRoot(t)
+	script := `ls /dev; echo ---
+echo hello > /dev/null && echo null ok
+head -c 16 /dev/urandom | wc -c
+head -c 4 /dev/zero | od -An -tx1
+touch /sys/minibox-test 2>/dev/null || echo sys read-only
+grep -q ' /sys ro,' /proc/self/mountinfo && echo sys mounted ro`
+	for _, flags := range [][]string{nil, {"--userns"}} {
+		t.Run(strings.Join(append([]string{"run"}, flags...), " "), func(t *testing.T) {
+			args := append(append([]string{"run"}, flags...), rootfsDir, "--", "sh", "-c", script)
+			res := run(t, stage, args...)
+			require.Equal(t, 0, res.code, res.stderr)
+			dev, rest, _ := strings.Cut(res.stdout, "---\n")
+			assert.ElementsMatch(t,
+				[]string{"fd", "full", "null", "ptmx", "pts", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"},
+				strings.Fields(dev), "a minimal /dev, not the host's")
+			assert.Equal(t, "null ok\n16\n 00 00 00 00\nsys read-only\nsys mounted ro\n", rest)
+		})
+	}
+}
+
+func TestStage02UserNamespace(t *testing.T) {
+	stage := needStage02(t)
+	allowContainerRoot(t)
+
+	res := run(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
+		"id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, []string{"0", "0", "0", "100000", "65536", "0", "100000", "65536", "deny"}, strings.Fields(res.stdout))
+
+	// Seen from the host, container root is uid 100000: its process...
+	marker := filepath.Join(rootfsDir, "tmp", "minibox-userns-test")
+	t.Cleanup(func() { os.Remove(marker) })
+	c := startContainer(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
+		"touch /tmp/minibox-userns-test && echo ready && exec sleep 60")
+	c.waitFor(t, "ready")
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid(t)))
+	require.NoError(t, err)
+	assert.Regexp(t, `(?m)^Uid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
+	assert.Regexp(t, `(?m)^Gid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
+	c.kill(t)
+	// ...and the files it makes.
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(marker, &st))
+	assert.Equal(t, uint32(100000), st.Uid)
+
+	// Host root can make device nodes; container root cannot.
+	mknod := []string{"--", "mknod", "/dev/minibox-test", "c", "1", "3"}
+	res = run(t, stage, append([]string{"run", rootfsDir}, mknod...)...)
+	assert.Equal(t, 0, res.code, "without --userns, root inside is host root: %s", res.stderr)
+	res = run(t, stage, append([]string{"run", "--userns", rootfsDir}, mknod...)...)
+	assert.NotEqual(t, 0, res.code)
+	assert.Contains(t, res.stderr, "not permitted")
+
+	// The stage binary may sit where container root cannot reach it (`go
+	// run` builds it in a 0700 directory): re-executing /proc/self/exe
+	// still works.
+	hidden := filepath.Join(t.TempDir(), "hidden")
+	require.NoError(t, os.Mkdir(hidden, 0o700))
+	data, err := os.ReadFile(stage)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(hidden, "stage02"), data, 0o755))
+	res = run(t, filepath.Join(hidden, "stage02"), "run", "--userns", rootfsDir, "--", "id", "-u")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "0\n", res.stdout)
+
+	// A rootfs that container root cannot reach is a clear error.
+	locked := filepath.Join(t.TempDir(), "locked")
+	require.NoError(t, os.MkdirAll(filepath.Join(locked, "rootfs"), 0o755))
+	require.NoError(t, os.Chmod(locked, 0o700))
+	res = run(t, stage, "run", "--userns", filepath.Join(locked, "rootfs"), "--", "true")
+	assert.Equal(t, 1, res.code)
+	assert.Contains(t, res.stderr, filepath.Join(locked, "rootfs"))
+	assert.Contains(t, res.stderr, "o+x")
+}
+
+// The chroot escape of stage 01 no longer reaches the host.
+func TestStage02EscapeFails(t *testing.T) {
+	stage := needStage02(t)
+	secret := filepath.Join(t.TempDir(), "host-secret")
+	require.NoError(t, os.WriteFile(secret, []byte("only on the host\n"), 0o600))
+	escape := copyIntoRootfs(t, stage, "escape")
+
+	// The same escape program, run by stage 01, gets out: the set-up works.
+	res := run(t, filepath.Join(binDir, "stage01"), "run", rootfsDir, "--", escape, "escape", secret)
+	require.Equal(t, 0, res.code, res.stderr)
+	require.Contains(t, res.stdout, "only on the host")
+
+	res = run(t, stage, "run", rootfsDir, "--", escape, "escape", secret)
+	assert.Equal(t, 1, res.code)
+	assert.NotContains(t, res.stdout, "only on the host")
+	assert.Contains(t, res.stderr, "escape failed: cannot read "+secret)
+	assert.NoDirExists(t, filepath.Join(rootfsDir, ".escape"), "the escape must clean up after itself")
+}
+
+func TestStage02ExitStatusPropagates(t *testing.T) {
+	stage := needStage02(t)
+	res := run(t, stage, "run", rootfsDir, "--", "sh", "-c", "exit 7")
+	assert.Equal(t, 7, res.code)
+
+	// PID 1 ignores signals it has no handler for, even SIGKILL, when they
+	// come from inside its namespace, so kill it from the host: 128+9.
+	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
+	c.waitFor(t, "ready")
+	require.NoError(t, unix.Kill(c.pid(t), unix.SIGKILL))
+	assert.Equal(t, 137, c.wait(t))
+
+	// PID 1 ignores SIGINT (it has no handler), so Ctrl-C kills only the
+	// stage; the container must not outlive it.
+	c = startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
+	c.waitFor(t, "ready")
+	pid1 := c.pid(t)
+	require.NoError(t, unix.Kill(c.cmd.Process.Pid, unix.SIGINT))
+	c.wait(t)
+	assert.Eventually(t, func() bool { return !running(pid1) }, 5*time.Second, 20*time.Millisecond,
+		"the container's PID 1 outlived the stage")
+
+	// An executable file the kernel cannot run: 126.
+	junk := filepath.Join(rootfsDir, "tmp", "minibox-not-a-program")
+	require.NoError(t, os.WriteFile(junk, []byte{0, 1, 2, 3}, 0o755))
+	t.Cleanup(func() { os.Remove(junk) })
+	res = run(t, stage, "run", rootfsDir, "--", "/tmp/minibox-not-a-program")
+	assert.Equal(t, 126, res.code, res.stderr)
+}
+
+func TestStage02BadInputIsAClearError(t *testing.T) {
+	stage := needStage02(t)
+	res := run(t, stage, "run", "/nonexistent-rootfs", "--", "true")
+	assert.Equal(t, 1, res.code)
+	assert.Contains(t, res.stderr, "/nonexistent-rootfs")
+
+	res = run(t, stage, "run", rootfsDir, "--", "no-such-command")
+	assert.Equal(t, 127, res.code)
+	assert.Contains(t, res.stderr, "no-such-command")
+
+	res = run(t, stage, "run", rootfsDir)
+	assert.Equal(t, 2, res.code)
+	assert.Contains(t, res.stderr, "usage")
+
+	res = run(t, stage, "run", "--no-such-flag", rootfsDir, "--", "true")
+	assert.Equal(t, 2, res.code)
+	assert.Contains(t, res.stderr, "no-such-flag")
+
+	// A directory that is not a root filesystem: the first mount fails.
+	empty := t.TempDir()
+	res = run(t, stage, "run", empty, "--", "true")
+	assert.Equal(t, 1, res.code)
+	assert.Contains(t, res.stderr, filepath.Join(empty, "proc"))
+
+}
+
+// `stage02 child` run by hand, outside new namespaces, would rename the
+// host and pivot_root it: it must refuse. It runs as PID 1 of a throwaway
+// PID, mount and UTS namespace (so its /proc/1 is itself, in the same
+// namespaces, as if it were on the host), so a broken refusal harms only
+// that namespace.
+func TestStage02ChildRefusesHostNamespaces(t *testing.T) {
+	stage := needStage02(t)
+	unshare, err := exec.LookPath("unshare")
+	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
+
+	res := run(t, unshare, "--pid", "--fork", "--mount-proc", "--mount", "--uts", "--",
+		stage, "child", "minibox-test-host", rootfsDir, "true")
+	assert.Equal(t, 1, res.code)
+	assert.Contains(t, res.stderr, "refusing")
+}
+
+// allowContainerRoot lets host uid 100000, root inside --userns, reach the
+// test rootfs: the directories above it are made o+x until the test ends.
+func allowContainerRoot(t *testing.T) {
+	t.Helper()
+	info, err := os.Stat("/")
+	require.NoError(t, err)
+	testenv.Require(t, info.Mode().Perm()&0o001 != 0, fmt.Sprintf(
+		"--userns needs / searchable by others, and it is %o here: no other uid, so not container root, can resolve a path", info.Mode().Perm()))
+	for parent := filepath.Dir(rootfsDir); parent != "/" && parent != "."; parent = filepath.Dir(parent) {
+		dir := parent // this directory, for the clean-up (go.mod's Go predates per-iteration loop variables)
+		info, err := os.Stat(dir)
+		require.NoError(t, err)
+		mode := info.Mode().Perm()
+		if mode&0o001 == 0 {
+			require.NoError(t, os.Chmod(dir, mode|0o001))
+			t.Cleanup(func() { _ = os.Chmod(dir, mode) })
+		}
+	}
+}
+
+// container is a stage run in the background, for looking at it from the
+// host while it lives.
+type container struct {
+	cmd    *exec.Cmd
+	lines  chan string // its standard output, line by line
+	stderr bytes.Buffer
+	ended  chan struct{} // closed when the stage has ended
+	code   int           // then, its exit status
+}
+
+// startContainer starts a stage in the background. When the test ends, the
+// container is killed if it is still running.
+func startContainer(t *testing.T, bin string, args ...string) *container {
+	t.Helper()
+	c := &container{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), ended: make(chan struct{})}
+	c.cmd.Stderr = &c.stderr
+	stdout, err := c.cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, c.cmd.Start())
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			select {
+			case c.lines <- s.Text():
+			default: // nobody is reading that far
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		close(c.lines)
+		_ = c.cmd.Wait()
+		c.code = c.cmd.ProcessState.ExitCode()
+		close(c.ended)
+	}()
+	t.Cleanup(func() { c.kill(t) })
+	return c
+}
+
+// waitFor reads the container's output until a line equals want.
+func (c *container) waitFor(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case line, ok := <-c.lines:
+			if !ok {
+				t.Fatalf("the container ended before printing %q; stderr: %s", want, &c.stderr)
+			}
+			if line == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q from the container after 30s; stderr: %s", want, &c.stderr)
+		}
+	}
+}
+
+// pid is the host PID of the container's PID 1.
+func (c *container) pid(t *testing.T) int {
+	t.Helper()
+	pid := childOf(c.cmd.Process.Pid)
+	if pid == 0 {
+		t.Fatalf("stage %d has no child", c.cmd.Process.Pid)
+	}
+	return pid
+}
+
+// childOf finds the child of process parent (a stage has just one, the
+// container's PID 1) in /proc/PID/stat (proc(5)), or returns 0.
+func childOf(parent int) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == parent {
+			pid, _ := strconv.Atoi(e.Name())
+			return pid
+		}
+	}
+	return 0
+}
+
+// running reports whether process pid exists and is not a zombie.
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+// wait waits for the stage to end and returns its exit status.
+func (c *container) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-c.ended:
+		return c.code
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the stage did not end after 30s")
+		return 0
+	}
+}
+
+// kill ends the container from the host, unless it has ended already:
+// SIGKILL to its PID 1, which takes every process of its PID namespace with
+// it. Then it waits for the stage.
+func (c *container) kill(t *testing.T) {
+	t.Helper()
+	select {
+	case <-c.ended:
+		return
+	default:
+	}
+	if pid := childOf(c.cmd.Process.Pid); pid != 0 {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+	c.wait(t)
+}
