@@ -193,6 +193,8 @@ func TestInterruptStopsTheLesson(t *testing.T) {
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.Less(t, time.Since(start), 10*time.Second)
 	assert.NotContains(t, out.String(), "│ never")
+	assert.Contains(t, out.String(), "(interrupted)")
+	assert.NotContains(t, out.String(), "✗", "an interrupted demo is not a failed one")
 }
 
 // A demo that is stopped (timeout or Ctrl-C) gets SIGTERM first, so its
