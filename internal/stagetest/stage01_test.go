@@ -48,7 +48,14 @@ func TestStage01ExitStatusPropagates(t *testing.T) {
 }
 
 func TestStage01BadInputIsAClearError(t *testing.T) {
-	stage := needStage(t, "01")
+	assertBadInputIsAClearError(t, needStage(t, "01"))
+}
+
+// assertBadInputIsAClearError checks what every stage does with bad input:
+// a missing rootfs is named (exit 1), a missing command is named (127),
+// and a short command line gets the usage (2).
+func assertBadInputIsAClearError(t *testing.T, stage string) {
+	t.Helper()
 	res := run(t, stage, "run", "/nonexistent-rootfs", "--", "true")
 	assert.Equal(t, 1, res.code)
 	assert.Contains(t, res.stderr, "/nonexistent-rootfs")

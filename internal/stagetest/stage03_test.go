@@ -188,6 +188,10 @@ func TestStage03LimitsApplyWithUserNamespace(t *testing.T) {
 
 // A bad value is an error before anything is made: no group, and the
 // command does not run.
+func TestStage03BadInputIsAClearError(t *testing.T) {
+	assertBadInputIsAClearError(t, needStage(t, "03"))
+}
+
 func TestStage03BadLimitsAreClearErrors(t *testing.T) {
 	stage := needStage(t, "03")
 	before := cgGroupDirs()
