@@ -29,6 +29,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// With --userns, container root is host uid 100000: it must be able to
+	// walk to the rootfs kept in here.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	setupErr = setup(tmp)
 	code := m.Run()
 	os.RemoveAll(tmp)
