@@ -1,6 +1,8 @@
 package lesson
 
 import (
+	"strings"
+
 	"github.com/charmbracelet/glamour"
 	"github.com/muesli/termenv"
 )
@@ -33,17 +35,33 @@ func NewRenderer(style string, width int) (func(string) (string, error), error) 
 	if width <= 0 {
 		width = 80
 	}
-	r, err := glamour.NewTermRenderer(
+	options := []glamour.TermRendererOption{
 		glamour.WithStylePath(style),
 		// glamour indents the text by a 2-column margin on top of the wrap
 		// width: leave room for it on both sides.
-		glamour.WithWordWrap(width-2*margin),
+		glamour.WithWordWrap(width - 2*margin),
 		// Colours as the terminal announces them ($TERM, $COLORTERM,
 		// $NO_COLOR), not always 24-bit.
 		glamour.WithColorProfile(termenv.EnvColorProfile()),
-	)
+	}
+	plain, err := glamour.NewTermRenderer(options...)
 	if err != nil {
 		return nil, err
 	}
-	return r.Render, nil
+	// Prose with Chinese is wrapped by wrapCJK (cjk.go), and glamour must
+	// keep those line breaks rather than re-flow them at spaces.
+	keeping, err := glamour.NewTermRenderer(append(options, glamour.WithPreservedNewLines())...)
+	if err != nil {
+		return nil, err
+	}
+	// glamour's paragraphs are narrower than its wrap width by the
+	// document's margins again; styles pad code spans by a column on each
+	// side. Chinese is wrapped to fit inside that.
+	cjkWidth := width - 4*margin - 4
+	return func(md string) (string, error) {
+		if strings.ContainsFunc(md, isCJK) {
+			return keeping.Render(wrapCJK(md, cjkWidth))
+		}
+		return plain.Render(md)
+	}, nil
 }
