@@ -44,10 +44,34 @@ func CheckLeaks(t testing.TB) {
 	t.Cleanup(func() {
 		after := waitForChildren(2 * time.Second)
 		if leaked := Diff(before, after); leaked != "" {
-			t.Errorf("the test left these behind:\n%s", leaked)
+			t.Errorf("the test left these behind (now removed):\n%s", leaked)
 		}
 		killChildren(after.Children)
+		removeLeaks(before, after)
 	})
+}
+
+// removeLeaks undoes what a failed test left in the kernel, so that it does
+// not spread to the next test or stay on the machine: new mounts are
+// detached and new minibox* cgroups removed, the deepest first.
+func removeLeaks(before, after KernelState) {
+	var points []string
+	for _, m := range newItems(before.Mounts, after.Mounts) {
+		points = append(points, strings.Fields(m)[0])
+	}
+	deepestFirst(points)
+	for _, p := range points {
+		_ = unix.Unmount(p, unix.MNT_DETACH) // umount -l
+	}
+	groups := newItems(before.Cgroups, after.Cgroups)
+	deepestFirst(groups)
+	for _, g := range groups {
+		_ = unix.Rmdir(g)
+	}
+}
+
+func deepestFirst(paths []string) {
+	sort.Slice(paths, func(i, j int) bool { return strings.Count(paths[i], "/") > strings.Count(paths[j], "/") })
 }
 
 // Snapshot reads the current kernel state.

@@ -210,11 +210,34 @@ func TestCheckLeaksCatchesAMount(t *testing.T) {
 	rec.run(func() { testenv.CheckLeaks(rec) })
 	require.Empty(t, rec.fatals)
 	require.NoError(t, unix.Mount("minibox-test", dir, "tmpfs", 0, "size=1m"))
-	t.Cleanup(func() { assert.NoError(t, unix.Unmount(dir, unix.MNT_DETACH)) })
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 
 	rec.finish()
 	require.Len(t, rec.errors, 1)
 	assert.Contains(t, rec.errors[0], "  mount: "+dir+" tmpfs minibox-test\n")
+	assert.NotContains(t, testenv.Snapshot().Mounts, dir+" tmpfs minibox-test", "the leaked mount was removed")
+}
+
+func TestCheckLeaksCatchesAndRemovesACgroup(t *testing.T) {
+	testenv.RequireRoot(t)
+	// A group of our own, under the pids hierarchy on cgroup v1/hybrid or
+	// the unified one on v2.
+	root := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(root); err != nil {
+		root = "/sys/fs/cgroup"
+	}
+	group := filepath.Join(root, "minibox-testenv-leak")
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	require.NoError(t, os.Mkdir(group, 0o755))
+	t.Cleanup(func() { _ = os.Remove(group) })
+
+	rec.finish()
+	require.Len(t, rec.errors, 1)
+	assert.Contains(t, rec.errors[0], "  cgroup: "+group+"\n")
+	assert.NoDirExists(t, group, "the leaked cgroup was removed")
 }
 
 func TestRequire(t *testing.T) {
