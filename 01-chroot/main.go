@@ -14,6 +14,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"syscall"
@@ -77,6 +78,10 @@ func child(args []string) {
 	must(unix.Chdir("/"), "chdir /")
 
 	path, err := exec.LookPath(command[0])
+	if errors.Is(err, fs.ErrPermission) {
+		// Found, but access(2) says not executable: 126, as in a shell.
+		fail(126, "%s: permission denied (is it executable?)", command[0])
+	}
 	if err != nil {
 		fail(127, "%s: command not found in %s", command[0], rootfs)
 	}

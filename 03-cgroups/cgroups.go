@@ -1,6 +1,6 @@
-// cgroups.go — what stage 03 adds: control groups (cgroups), the kernel's
-// resource limits. Namespaces decide what a process can see; a cgroup
-// decides how much it may use. Lesson 3 explains it.
+// cgroups.go — what stage 03 adds: control groups (cgroups(7)), the
+// kernel's resource limits. Namespaces decide what a process can see; a
+// cgroup decides how much it may use. Lesson 3 explains it.
 //
 // The kernel shows cgroups as a file system: a directory is a group, the
 // files in it are the group's settings and counters, and a process joins a
@@ -23,7 +23,7 @@
 //  1. parse the limit flags (docker's names and formats)        parse*
 //  2. find the cgroup trees in /proc/self/mountinfo             findHierarchies
 //  3. create minibox/<id> in each tree, write the limits        createCgroup
-//  4. start the child; it joins the group right before exec     run, joinCgroup
+//  4. start the child; it joins the group right before exec     passTo, joinCgroup
 //  5. after the exit: report an OOM kill, remove the groups     reportOOM, remove
 package main
 
@@ -34,7 +34,6 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -218,9 +217,9 @@ func (g *cgroup) dir(c string) string {
 	return filepath.Join(g.tree[c].mount, "minibox", g.id)
 }
 
-// createCgroup makes the group for the limits and writes them; nil if no
-// limit was asked for. On an error it removes what it made.
-func createCgroup(l limits) (*cgroup, error) {
+// createCgroup makes the group minibox/<id> for the limits and writes
+// them; nil if no limit was asked for. On an error it removes what it made.
+func createCgroup(id string, l limits) (*cgroup, error) {
 	want := l.controllers()
 	if len(want) == 0 {
 		return nil, nil
@@ -229,7 +228,7 @@ func createCgroup(l limits) (*cgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find cgroup mounts: %w", err)
 	}
-	g := &cgroup{id: randomID(), limits: l, tree: map[string]hierarchy{}}
+	g := &cgroup{id: id, limits: l, tree: map[string]hierarchy{}}
 	for _, c := range want {
 		h, ok := trees[c]
 		if !ok {
@@ -295,16 +294,15 @@ func makeV1Group(dir string) error {
 // cgroup.subtree_control; and a group that enables controllers for its
 // children may hold no processes itself — so minibox/ only ever holds groups.
 func makeV2Group(root, dir string, controllers []string) error {
-	// The root group belongs to the host. systemd-based machines enable
-	// memory, cpu and pids there already; only if one is missing (e.g. a
-	// bare VM) is it added: without it no group below could limit anything.
-	// This is the only write to a group minibox did not create, and it only
-	// adds, never removes: other groups may rely on what is there.
+	// The root group belongs to the host, and minibox writes only into
+	// groups it created. systemd-based machines enable memory, cpu and
+	// pids there already; where one is missing (e.g. a bare VM), no group
+	// below could limit it: say how to enable it, and make nothing.
 	if missing := notEnabled(root, controllers); len(missing) > 0 {
-		// echo "+memory +cpu +pids" > /sys/fs/cgroup/cgroup.subtree_control
-		if err := writeFile(root, "cgroup.subtree_control", plus(missing)); err != nil {
-			return err
-		}
+		control := filepath.Join(root, "cgroup.subtree_control")
+		return fmt.Errorf("the cgroup v2 root group does not enable %s for the groups below it, "+
+			"and minibox never changes the host's root group; enable it as root with: echo %s > %s",
+			strings.Join(missing, ", "), plus(missing), control)
 	}
 	parent := filepath.Dir(dir)
 	return retryIfParentGone(func() error {
@@ -418,22 +416,9 @@ func (g *cgroup) openProcs() error {
 	return nil
 }
 
-// run starts the child, which joins the group (joinCgroup), waits for it,
-// and reports an OOM kill. g may be nil (no limits).
-func (g *cgroup) run(cmd *exec.Cmd) error {
-	g.passTo(cmd)
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	stop := killOnSignal(cmd.Process)
-	err := cmd.Wait()
-	stop()
-	g.reportOOM()
-	return err
-}
-
-// passTo hands the open cgroup.procs files to the child cmd: they become
-// its file descriptors 3, 4, ... and $MINIBOX_CGROUP_FDS names them.
+// passTo hands the open cgroup.procs files to the child cmd, before it is
+// started: they become its file descriptors 3, 4, ... and
+// $MINIBOX_CGROUP_FDS names them. g may be nil (no limits).
 func (g *cgroup) passTo(cmd *exec.Cmd) {
 	if g == nil {
 		return
@@ -477,32 +462,6 @@ func joinCgroup() error {
 	return nil
 }
 
-// killOnSignal makes the parent outlive the container. A group can only be
-// removed once its processes are gone, and only the parent knows it
-// exists. In stage 02, Ctrl-C (SIGINT), SIGTERM or SIGHUP ended the parent
-// and the kernel then killed the child (Pdeathsig); here the group would be
-// left behind. So the parent catches them and kills the container itself
-// (SIGKILL: PID 1 of a PID namespace ignores signals it has no handler
-// for, and when it dies the kernel kills the rest of the namespace), then
-// goes on to clean up. Ctrl-C in an interactive shell inside does not come
-// here: the shell takes the terminal for itself.
-func killOnSignal(p *os.Process) (stop func()) {
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, unix.SIGINT, unix.SIGTERM, unix.SIGHUP)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-sigs:
-			_ = p.Kill() // kill -9 PID
-		case <-done:
-		}
-	}()
-	return func() {
-		signal.Stop(sigs)
-		close(done)
-	}
-}
-
 // --- 5. After the exit ----------------------------------------------------------
 
 // reportOOM tells the user if the kernel's OOM killer killed a process of
@@ -539,7 +498,10 @@ func (g *cgroup) oomKills() (int, string) {
 
 // remove deletes the groups, and the minibox/ parent once no other
 // container uses it. Groups are removed with rmdir (their files cannot be
-// deleted), and only once no process is left in them.
+// deleted), and only once no process is left in them. A group outlives the
+// process that made it, and only this parent knows it: that is why, on
+// Ctrl-C or SIGTERM, the parent kills the container and stays to clean up
+// (killOnSignal in main.go) instead of dying at once.
 func (g *cgroup) remove() {
 	if g == nil {
 		return

@@ -20,8 +20,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -35,7 +37,7 @@ const usage = `usage:
       --pids-limit N                    at most N processes (and threads)
       --hostname NAME                   the hostname inside (default: a random id)
       --userns                          also a user namespace: root inside is host uid 100000
-  stage03 escape HOST-FILE              (inside a chroot) break out and read HOST-FILE`
+  stage03 escape HOST-FILE              (inside a container) break out and read HOST-FILE`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -53,9 +55,14 @@ func main() {
 	}
 }
 
-// run is the parent: it checks the arguments, starts the child and returns
-// the command's exit status.
+// run is the parent: it checks the arguments, starts the child, waits for
+// it and returns the command's exit status.
 func run(args []string) int {
+	// First, before there is a container to leave behind: from now until
+	// this process exits, Ctrl-C, SIGTERM and SIGHUP no longer end it but
+	// arrive on sigs.
+	sigs := catchSignals()
+
 	flags := flag.NewFlagSet("run", flag.ContinueOnError)
 	flags.SetOutput(io.Discard) // errors are reported below, with the usage
 	hostname := flags.String("hostname", "", "")
@@ -73,14 +80,12 @@ func run(args []string) int {
 	if info, err := os.Stat(rootfs); err != nil || !info.IsDir() {
 		fail(1, "rootfs %s: not a directory (build one with `minibox rootfs`)", rootfs)
 	}
+	// The container's id names its cgroup, minibox/<id>, and is its
+	// default hostname: `hostname` inside tells which group is its own.
+	id := randomID()
 	if *hostname == "" {
-		*hostname = randomID()
+		*hostname = id
 	}
-
-	// The cgroup with the limits, made before the child exists (cgroups.go).
-	cg, err := createCgroup(limits)
-	must(err, "cgroup")
-	defer cg.remove()
 
 	// Re-execute this very program as "child", now in new namespaces:
 	// clone(2) with CLONE_NEW* flags (namespaces(7)), as in
@@ -91,20 +96,71 @@ func run(args []string) int {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
-		// PID 1 ignores every signal it has no handler for, Ctrl-C's SIGINT
-		// included, which now kills only this parent. So that no container
-		// is left running unseen, the kernel then sends the child SIGKILL
-		// (prctl(2) PR_SET_PDEATHSIG).
+		// The backstop, for when this parent is killed by a signal it
+		// cannot catch (SIGKILL): the kernel then sends the child SIGKILL
+		// (prctl(2) PR_SET_PDEATHSIG). Only a backstop: the kernel clears
+		// it when the process changes its credentials (`su nobody` inside).
+		// Go's "parent already dead?" check does nothing in a new PID
+		// namespace (getppid() is 0 there): a microsecond window, accepted.
 		Pdeathsig: syscall.SIGKILL,
 	}
 	if *userns {
 		addUserNamespace(cmd.SysProcAttr)
+		// setgroups(2) with an empty list, as `setpriv --clear-groups`:
+		// the child inherits our supplementary groups (under sudo, group 0:
+		// root), and inside the user namespace, where setgroups is denied,
+		// container root could not drop them: it could read the host's
+		// files that group root may read. Go applies this to all of its
+		// threads, so whichever thread starts the child has no groups.
+		must(syscall.Setgroups(nil), "setgroups (drop supplementary groups)")
 	}
-	// Run it in the cgroup; report an OOM kill (cgroups.go).
-	if err := cg.run(cmd); err != nil {
+
+	// The cgroup with the limits, made before the child exists (cgroups.go),
+	// and removed when run returns, after the wait. A signal that comes
+	// during the clean-up still only arrives on sigs: it cannot cut it short.
+	cg, err := createCgroup(id, limits)
+	must(err, "cgroup")
+	defer cg.remove()
+	cg.passTo(cmd) // the child joins the group right before exec (joinCgroup)
+
+	if err := cmd.Start(); err != nil {
+		return exitStatus(err)
+	}
+	go killOnSignal(sigs, cmd.Process)
+	err = cmd.Wait()
+	cg.reportOOM() // the exit status alone does not say why (cgroups.go)
+	if err != nil {
 		return exitStatus(err)
 	}
 	return 0
+}
+
+// catchSignals has Ctrl-C (SIGINT), SIGTERM and SIGHUP delivered on a
+// channel instead of ending this process (signal(7)). Were they to end it,
+// the container would live on: its PID 1 ignores every signal it has no
+// handler for. So we stay alive and kill it (killOnSignal). A signal we
+// were started ignoring (by nohup, or as a background job of a script)
+// stays ignored.
+func catchSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 1)
+	for _, sig := range []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP} {
+		if !signal.Ignored(sig) {
+			signal.Notify(sigs, sig)
+		}
+	}
+	return sigs
+}
+
+// killOnSignal waits for one of those signals and kills the container:
+// SIGKILL to its PID 1 (kill -9 PID), the one signal that PID 1 cannot
+// ignore when it comes from outside its namespace. When PID 1 dies, the
+// kernel kills every other process of its PID namespace. The stage then
+// exits with 128+9 = 137, as a shell reports a command killed by SIGKILL:
+// the container was killed. (Ctrl-C in an interactive shell inside does
+// not come here: that shell takes the terminal for itself.)
+func killOnSignal(sigs <-chan os.Signal, p *os.Process) {
+	<-sigs
+	_ = p.Kill() // kill -9 PID
 }
 
 // With --userns, uids and gids 0-65535 inside are 100000-165535 on the host:
@@ -170,6 +226,10 @@ func child(args []string) {
 	enterRootfs(rootfs)
 
 	path, err := exec.LookPath(command[0])
+	if errors.Is(err, fs.ErrPermission) {
+		// Found, but access(2) says not executable: 126, as in a shell.
+		fail(126, "%s: permission denied (is it executable?)", command[0])
+	}
 	if err != nil {
 		fail(127, "%s: command not found in %s", command[0], rootfs)
 	}

@@ -52,8 +52,9 @@ func TestStage01BadInputIsAClearError(t *testing.T) {
 }
 
 // assertBadInputIsAClearError checks what every stage does with bad input:
-// a missing rootfs is named (exit 1), a missing command is named (127),
-// and a short command line gets the usage (2).
+// a missing rootfs is named (exit 1), a missing command is named (127), a
+// command that is not executable is named (126, as in a shell), and a
+// short command line gets the usage (2).
 func assertBadInputIsAClearError(t *testing.T, stage string) {
 	t.Helper()
 	res := run(t, stage, "run", "/nonexistent-rootfs", "--", "true")
@@ -63,6 +64,15 @@ func assertBadInputIsAClearError(t *testing.T, stage string) {
 	res = run(t, stage, "run", rootfsDir, "--", "no-such-command")
 	assert.Equal(t, 127, res.code)
 	assert.Contains(t, res.stderr, "no-such-command")
+
+	// A script without its x bit: there, but permission denied.
+	notExecutable := filepath.Join(rootfsDir, "tmp", "minibox-not-executable")
+	require.NoError(t, os.WriteFile(notExecutable, []byte("#!/bin/sh\necho ran\n"), 0o644))
+	t.Cleanup(func() { os.Remove(notExecutable) })
+	res = run(t, stage, "run", rootfsDir, "--", "/tmp/minibox-not-executable")
+	assert.Equal(t, 126, res.code, res.stderr)
+	assert.Contains(t, res.stderr, "/tmp/minibox-not-executable: permission denied")
+	assert.Empty(t, res.stdout, "the script ran")
 
 	res = run(t, stage, "run", rootfsDir)
 	assert.Equal(t, 2, res.code)

@@ -3,6 +3,7 @@ package stagetest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unsafe"
@@ -25,12 +27,12 @@ import (
 // The six namespaces of lesson 2, as named in /proc/PID/ns.
 var stage02Namespaces = []string{"mnt", "uts", "ipc", "pid", "net", "user"}
 
-// needStage02 is needStage for stage 02. If a broken stage (a student's
-// edit, say) sets the hostname without a UTS namespace of its own, it sets
-// the host's: put it back, and fail.
-func needStage02(t *testing.T) string {
+// needNamespaceStage is needStage for the stages from 02 on, which set the
+// hostname. If a broken stage (a student's edit, say) sets it without a UTS
+// namespace of its own, it sets the host's: put it back, and fail.
+func needNamespaceStage(t *testing.T, nn string) string {
 	t.Helper()
-	stage := needStage(t, "02")
+	stage := needStage(t, nn)
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -43,7 +45,7 @@ func needStage02(t *testing.T) string {
 }
 
 func TestStage02Hostname(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	host, err := os.Hostname()
 	require.NoError(t, err)
 
@@ -66,7 +68,7 @@ func TestStage02Hostname(t *testing.T) {
 }
 
 func TestStage02CommandIsPID1(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 
 	// ps lists exactly one process, itself, as PID 1: nothing of the host.
 	res := run(t, stage, "run", rootfsDir, "--", "ps", "-o", "pid,args")
@@ -81,7 +83,7 @@ func TestStage02CommandIsPID1(t *testing.T) {
 }
 
 func TestStage02NamespacesDifferFromHost(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	allowContainerRoot(t)
 	script := `for n in ` + strings.Join(stage02Namespaces, " ") + `; do echo "$n $(readlink /proc/self/ns/$n)"; done`
 
@@ -114,7 +116,7 @@ func TestStage02NamespacesDifferFromHost(t *testing.T) {
 }
 
 func TestStage02OnlyLoopbackInside(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	res := run(t, stage, "run", rootfsDir, "--", "ip", "-o", "link")
 	require.Equal(t, 0, res.code, res.stderr)
 	assert.Equal(t, []string{"lo"}, linkNames(res.stdout))
@@ -135,7 +137,7 @@ func linkNames(out string) []string {
 }
 
 func TestStage02IPCInvisible(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 
 	t.Run("host object invisible inside", func(t *testing.T) {
 		// A System V shared memory segment, made on the host.
@@ -209,7 +211,7 @@ func mqUnlink(name string) error {
 }
 
 func TestStage02MountsStayInside(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 
 	// "/" inside is exactly the rootfs.
 	res := run(t, stage, "run", rootfsDir, "--", "ls", "-1", "/")
@@ -240,17 +242,22 @@ func TestStage02MountsStayInside(t *testing.T) {
 // namespace propagates back unless the stage makes its mounts private first
 // (and pivot_root refuses shared mounts). This test machine may not be such
 // a host, so make one: a throwaway mount namespace whose mounts are all
-// shared (`unshare --mount --propagation shared`), and run the stage in it.
+// shared, and run the stage in it. The namespace is first made a private
+// copy (`unshare --propagation private`), and only then shared inside
+// (`mount --make-rshared /`): its peer groups are its own, so a broken
+// stage's mounts cannot reach the host's (as `--propagation shared` would
+// let them on a systemd host).
 func TestStage02MountsStayInsideOnSharedHost(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	unshare, err := exec.LookPath("unshare")
 	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
 
-	script := `grep -q shared: /proc/self/mountinfo || echo "no shared mounts here"
+	script := `mount --make-rshared / || exit
+grep -q shared: /proc/self/mountinfo || echo "no shared mounts here"
 cat /proc/self/mountinfo; echo ---
 "$0" run "$1" -- mount -t tmpfs minibox-test-tmpfs /tmp || echo "stage failed: $?"
 echo ---; cat /proc/self/mountinfo`
-	res := run(t, unshare, "--mount", "--propagation", "shared", "sh", "-c", script, stage, rootfsDir)
+	res := run(t, unshare, "--mount", "--propagation", "private", "sh", "-c", script, stage, rootfsDir)
 	require.Equal(t, 0, res.code, res.stderr)
 	require.NotContains(t, res.stdout, "no shared mounts here")
 	require.NotContains(t, res.stdout, "stage failed", res.stderr)
@@ -266,15 +273,20 @@ func readMountinfo(t *testing.T) string {
 	return string(data)
 }
 
-// /dev and /sys inside, with and without a user namespace.
+// /dev and /sys inside, with and without a user namespace. /sys is
+// read-only: writing a file that would be writable (lo's mtu, in the
+// container's own network namespace: harmless) fails with EROFS.
 func TestStage02DevAndSys(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	allowContainerRoot(t)
 	script := `ls /dev; echo ---
 echo hello > /dev/null && echo null ok
 head -c 16 /dev/urandom | wc -c
 head -c 4 /dev/zero | od -An -tx1
-touch /sys/minibox-test 2>/dev/null || echo sys read-only
+case $( (echo 65536 >/sys/class/net/lo/mtu) 2>&1 ) in
+*"Read-only file system"*) echo sys read-only ;;
+*) echo "sys: writing lo's mtu did not fail with EROFS" ;;
+esac
 grep -q ' /sys ro,' /proc/self/mountinfo && echo sys mounted ro`
 	for _, flags := range [][]string{nil, {"--userns"}} {
 		t.Run(strings.Join(append([]string{"run"}, flags...), " "), func(t *testing.T) {
@@ -291,7 +303,7 @@ grep -q ' /sys ro,' /proc/self/mountinfo && echo sys mounted ro`
 }
 
 func TestStage02UserNamespace(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	allowContainerRoot(t)
 
 	res := run(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
@@ -345,9 +357,34 @@ func TestStage02UserNamespace(t *testing.T) {
 	assert.Contains(t, res.stderr, "o+x")
 }
 
+// Container root starts with no supplementary groups: not the stage's (under
+// sudo: group 0, root), which it could not drop itself (setgroups is denied
+// in its user namespace) and which would let it read the host's files that
+// group root may read.
+func TestStage02UserNamespaceDropsSupplementaryGroups(t *testing.T) {
+	stage := needNamespaceStage(t, "02")
+	allowContainerRoot(t)
+	groupsInside := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, stage, append(args, rootfsDir, "--", "grep", "^Groups:", "/proc/self/status")...)
+		// The stage runs as root with the supplementary group 0, as under sudo.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0}}}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		require.NoError(t, err, "stage02 %v: %s", args, &stderr)
+		return string(out)
+	}
+	// Without --userns root inside is host root, groups and all: the set-up works.
+	assert.Regexp(t, `^Groups:\s+0\s*\n$`, groupsInside("run"))
+	assert.Regexp(t, `^Groups:[ \t]*\n$`, groupsInside("run", "--userns"), "container root kept supplementary groups")
+}
+
 // The chroot escape of stage 01 no longer reaches the host.
 func TestStage02EscapeFails(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	secret := filepath.Join(t.TempDir(), "host-secret")
 	require.NoError(t, os.WriteFile(secret, []byte("only on the host\n"), 0o600))
 	escape := copyIntoRootfs(t, stage, "escape")
@@ -365,7 +402,7 @@ func TestStage02EscapeFails(t *testing.T) {
 }
 
 func TestStage02ExitStatusPropagates(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	res := run(t, stage, "run", rootfsDir, "--", "sh", "-c", "exit 7")
 	assert.Equal(t, 7, res.code)
 
@@ -374,15 +411,15 @@ func TestStage02ExitStatusPropagates(t *testing.T) {
 	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
 	c.waitFor(t, "ready")
 	require.NoError(t, unix.Kill(c.pid(t), unix.SIGKILL))
-	assert.Equal(t, 137, c.wait(t))
+	assert.Equal(t, 137, c.wait(t).code)
 
-	// PID 1 ignores SIGINT (it has no handler), so Ctrl-C kills only the
-	// stage; the container must not outlive it.
+	// PID 1 ignores SIGINT (it has no handler), so Ctrl-C to the stage
+	// makes the stage kill it: the container was killed, 137.
 	c = startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
 	c.waitFor(t, "ready")
 	pid1 := c.pid(t)
 	require.NoError(t, unix.Kill(c.cmd.Process.Pid, unix.SIGINT))
-	c.wait(t)
+	assert.Equal(t, 137, c.wait(t).code, c.stderr.String())
 	assert.Eventually(t, func() bool { return !running(pid1) }, 5*time.Second, 20*time.Millisecond,
 		"the container's PID 1 outlived the stage")
 
@@ -394,8 +431,54 @@ func TestStage02ExitStatusPropagates(t *testing.T) {
 	assert.Equal(t, 126, res.code, res.stderr)
 }
 
+func TestStage02SignalEndsContainer(t *testing.T) {
+	assertSignalEndsContainer(t, needNamespaceStage(t, "02"))
+}
+
+// assertSignalEndsContainer checks that SIGTERM to the stage ends the
+// container even when its PID 1 has changed its credentials (`su nobody`),
+// which clears the Pdeathsig backstop: the stage itself kills PID 1 (137).
+// And a signal the stage was started ignoring, as under nohup, stays
+// ignored: SIGHUP then leaves stage and container running.
+func assertSignalEndsContainer(t *testing.T, stage string, flags ...string) {
+	t.Helper()
+	args := append(append([]string{"run"}, flags...), rootfsDir, "--",
+		"su", "-s", "/bin/sh", "nobody", "-c", "echo ready; exec sleep 30 </dev/null >/dev/null 2>&1")
+
+	c := startContainer(t, stage, args...)
+	c.waitFor(t, "ready")
+	sleep := c.pid(t) // su and sh exec, so PID 1 becomes the sleep
+	require.Eventually(t, func() bool { return sleepsAsNobody(sleep) }, 10*time.Second, 10*time.Millisecond,
+		"PID 1 (host PID %d) never became a sleep run by nobody", sleep)
+	require.NoError(t, c.cmd.Process.Signal(unix.SIGTERM))
+	res := c.wait(t)
+	assert.False(t, running(sleep), "the container's sleep (host PID %d) outlived the stage", sleep)
+	assert.Equal(t, 137, res.code, res.stderr)
+
+	// A shell's `trap "" HUP` ignores SIGHUP, as nohup does, and the stage
+	// it then becomes starts with SIGHUP ignored.
+	c = startContainer(t, "/bin/sh", append([]string{"-c", `trap "" HUP; exec "$0" "$@"`, stage}, args...)...)
+	c.waitFor(t, "ready")
+	require.NoError(t, c.cmd.Process.Signal(unix.SIGHUP))
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-c.ended:
+		t.Errorf("SIGHUP, ignored since the start, ended the stage: %s", &c.stderr)
+	default:
+		assert.True(t, running(c.pid(t)), "SIGHUP, ignored since the start, ended the container")
+	}
+	c.kill(t)
+}
+
+// sleepsAsNobody reports whether process pid is `sleep`, run by uid 65534.
+func sleepsAsNobody(pid int) bool {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return err == nil && regexp.MustCompile(`(?m)^Name:\tsleep$`).Match(status) &&
+		regexp.MustCompile(`(?m)^Uid:\t65534\t`).Match(status)
+}
+
 func TestStage02BadInputIsAClearError(t *testing.T) {
-	stage := needStage02(t)
+	stage := needNamespaceStage(t, "02")
 	assertBadInputIsAClearError(t, stage)
 
 	res := run(t, stage, "run", "--no-such-flag", rootfsDir, "--", "true")
@@ -410,13 +493,17 @@ func TestStage02BadInputIsAClearError(t *testing.T) {
 
 }
 
-// `stage02 child` run by hand, outside new namespaces, would rename the
-// host and pivot_root it: it must refuse. It runs as PID 1 of a throwaway
-// PID, mount and UTS namespace (so its /proc/1 is itself, in the same
-// namespaces, as if it were on the host), so a broken refusal harms only
-// that namespace.
 func TestStage02ChildRefusesHostNamespaces(t *testing.T) {
-	stage := needStage02(t)
+	assertChildRefusesHostNamespaces(t, needNamespaceStage(t, "02"))
+}
+
+// assertChildRefusesHostNamespaces: `stageNN child` run by hand, outside
+// new namespaces, would rename the host and pivot_root it: it must refuse.
+// It runs as PID 1 of a throwaway PID, mount and UTS namespace (so its
+// /proc/1 is itself, in the same namespaces, as if it were on the host),
+// so a broken refusal harms only that namespace.
+func assertChildRefusesHostNamespaces(t *testing.T, stage string) {
+	t.Helper()
 	unshare, err := exec.LookPath("unshare")
 	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
 
@@ -450,10 +537,12 @@ func allowContainerRoot(t *testing.T) {
 // host while it lives.
 type container struct {
 	cmd    *exec.Cmd
+	name   string      // if started by startCgContainer: prefix of its files in the rootfs's /tmp
 	lines  chan string // its standard output, line by line
+	stdout bytes.Buffer
 	stderr bytes.Buffer
 	ended  chan struct{} // closed when the stage has ended
-	code   int           // then, its exit status
+	res    result        // then, its output and exit status
 }
 
 // startContainer starts a stage in the background. When the test ends, the
@@ -468,15 +557,16 @@ func startContainer(t *testing.T, bin string, args ...string) *container {
 	go func() {
 		s := bufio.NewScanner(stdout)
 		for s.Scan() {
+			c.stdout.WriteString(s.Text() + "\n")
 			select {
 			case c.lines <- s.Text():
 			default: // nobody is reading that far
 			}
 		}
-		_, _ = io.Copy(io.Discard, stdout)
+		_, _ = io.Copy(&c.stdout, stdout)
 		close(c.lines)
 		_ = c.cmd.Wait()
-		c.code = c.cmd.ProcessState.ExitCode()
+		c.res = result{stdout: c.stdout.String(), stderr: c.stderr.String(), code: c.cmd.ProcessState.ExitCode()}
 		close(c.ended)
 	}()
 	t.Cleanup(func() { c.kill(t) })
@@ -491,13 +581,13 @@ func (c *container) waitFor(t *testing.T, want string) {
 		select {
 		case line, ok := <-c.lines:
 			if !ok {
-				t.Fatalf("the container ended before printing %q; stderr: %s", want, &c.stderr)
+				t.Fatalf("the container ended before printing %q; stderr: %s", want, c.wait(t).stderr)
 			}
 			if line == want {
 				return
 			}
 		case <-timeout:
-			t.Fatalf("no %q from the container after 30s; stderr: %s", want, &c.stderr)
+			t.Fatalf("no %q from the container after 30s", want)
 		}
 	}
 }
@@ -545,30 +635,38 @@ func running(pid int) bool {
 	return len(fields) > 0 && fields[0] != "Z"
 }
 
-// wait waits for the stage to end and returns its exit status.
-func (c *container) wait(t *testing.T) int {
+// wait waits (at most a minute) for the stage to end and returns its
+// output and exit status.
+func (c *container) wait(t *testing.T) result {
 	t.Helper()
 	select {
 	case <-c.ended:
-		return c.code
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the stage did not end after 30s")
-		return 0
+		return c.res
+	case <-time.After(time.Minute):
+		// SIGKILL to the stage: its Pdeathsig then ends the container.
+		_ = c.cmd.Process.Kill()
+		t.Fatalf("the stage did not end within a minute")
+		return result{}
 	}
 }
 
 // kill ends the container from the host, unless it has ended already:
 // SIGKILL to its PID 1, which takes every process of its PID namespace with
-// it. Then it waits for the stage.
+// it. Then it waits for the stage. (A stage that has not started its
+// child yet is given a moment to do so.)
 func (c *container) kill(t *testing.T) {
 	t.Helper()
-	select {
-	case <-c.ended:
-		return
-	default:
-	}
-	if pid := childOf(c.cmd.Process.Pid); pid != 0 {
-		_ = unix.Kill(pid, unix.SIGKILL)
+	for i := 0; i < 100; i++ {
+		select {
+		case <-c.ended:
+			return
+		default:
+		}
+		if pid := childOf(c.cmd.Process.Pid); pid != 0 {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	c.wait(t)
 }

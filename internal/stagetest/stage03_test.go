@@ -10,11 +10,9 @@ package stagetest
 // the tests (cgTree), to know which files to read back.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -24,8 +22,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-
-	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 // All three limits are in the group's files while the container runs, the
@@ -33,7 +29,7 @@ import (
 // per controller, and missing one would leave that resource unlimited),
 // and the groups are gone afterwards.
 func TestStage03LimitsAreWrittenAndJoined(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	c := startCgContainer(t, stage, []string{"--memory", "64m", "--cpus", "0.5", "--pids-limit", "20"}, "exit 0")
 	groups := c.groups(t, "memory", "cpu", "pids")
 	for _, c := range []string{"memory", "cpu", "pids"} {
@@ -66,7 +62,7 @@ func TestStage03LimitsAreWrittenAndJoined(t *testing.T) {
 // --memory takes docker's formats: a number with an optional unit b, k, m,
 // g (any case, optionally followed by b or ib), decimals allowed.
 func TestStage03MemoryFormats(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	for value, bytes := range map[string]string{
 		"512k":     "524288",
 		"64m":      "67108864",
@@ -92,7 +88,7 @@ func TestStage03MemoryFormats(t *testing.T) {
 // threads too, which is why the test uses busybox sh: a Go program needs
 // several threads to live.)
 func TestStage03PidsLimitStopsAForkLoop(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	before := cgGroupDirs()
 	// Bounded at 40, so that a missing limit could not become a fork bomb.
 	script := `i=1; while [ $i -lt 40 ]; do sleep 30 & i=$((i+1)); echo "process $i"; done`
@@ -110,7 +106,7 @@ func TestStage03PidsLimitStopsAForkLoop(t *testing.T) {
 // the stage says so on stderr besides the exit status (137 = 128+SIGKILL).
 // The hog starts only once the test has seen the limit in place.
 func TestStage03MemoryHogIsOOMKilledAndReported(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	c := startCgContainer(t, stage, []string{"--memory", "32m"}, "exec dd if=/dev/zero of=/dev/null bs=64M count=1")
 	g := c.groups(t, "memory")["memory"]
 	file := "memory.limit_in_bytes"
@@ -136,7 +132,7 @@ func TestStage03MemoryHogIsOOMKilledAndReported(t *testing.T) {
 // measured inside by busybox time, stays well below 1 (a loose bound: the
 // machines are noisy, and the VM's clock is emulated).
 func TestStage03CPUQuotaThrottlesABusyLoop(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	c := startCgContainer(t, stage, []string{"--cpus", "0.25"},
 		`time -f "%e %U %S" timeout 2 sh -c 'while :; do :; done'; exit 0`)
 	g := c.groups(t, "cpu")["cpu"]
@@ -166,8 +162,8 @@ func TestStage03CPUQuotaThrottlesABusyLoop(t *testing.T) {
 // the host's cgroup files; the child joins all the same, because the parent
 // opened them for it. The limits hold: the hog is OOM-killed.
 func TestStage03LimitsApplyWithUserNamespace(t *testing.T) {
-	stage := needStage(t, "03")
-	cgAllowContainerRoot(t)
+	stage := needNamespaceStage(t, "03")
+	allowContainerRoot(t)
 	c := startCgContainer(t, stage, []string{"--userns", "--memory", "32m", "--pids-limit", "20"},
 		"exec dd if=/dev/zero of=/dev/null bs=64M count=1")
 	groups := c.groups(t, "memory", "pids")
@@ -189,11 +185,11 @@ func TestStage03LimitsApplyWithUserNamespace(t *testing.T) {
 // A bad value is an error before anything is made: no group, and the
 // command does not run.
 func TestStage03BadInputIsAClearError(t *testing.T) {
-	assertBadInputIsAClearError(t, needStage(t, "03"))
+	assertBadInputIsAClearError(t, needNamespaceStage(t, "03"))
 }
 
 func TestStage03BadLimitsAreClearErrors(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	before := cgGroupDirs()
 	marker := filepath.Join(rootfsDir, "tmp", "stage03-ran")
 	for _, bad := range [][2]string{
@@ -203,8 +199,11 @@ func TestStage03BadLimitsAreClearErrors(t *testing.T) {
 	} {
 		res := run(t, stage, "run", "--"+bad[0], bad[1], rootfsDir, "--", "touch", "/tmp/stage03-ran")
 		assert.Equal(t, 2, res.code, "--%s %s: %s", bad[0], bad[1], res.stderr)
-		assert.Contains(t, res.stderr, bad[0], "the error names the flag")
-		assert.Contains(t, res.stderr, bad[1], "the error names the value")
+		// The first line is the error, naming the flag and the value; the
+		// usage, which names every flag, follows it.
+		first, rest, _ := strings.Cut(res.stderr, "\n")
+		assert.Contains(t, first, fmt.Sprintf("invalid value %q for flag -%s: ", bad[1], bad[0]))
+		assert.True(t, strings.HasPrefix(rest, "usage:"), "the usage follows the error: %s", res.stderr)
 		assert.NoFileExists(t, marker, "--%s %s: the command ran", bad[0], bad[1])
 		os.Remove(marker)
 	}
@@ -213,7 +212,7 @@ func TestStage03BadLimitsAreClearErrors(t *testing.T) {
 
 // When the command cannot start, the groups are removed all the same.
 func TestStage03RemovesGroupsWhenTheCommandFails(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	before := cgGroupDirs()
 	res := run(t, stage, "run", "--memory", "32m", "--cpus", "0.5", "--pids-limit", "20", rootfsDir, "--", "no-such-command")
 	assert.Equal(t, 127, res.code, res.stderr)
@@ -222,14 +221,29 @@ func TestStage03RemovesGroupsWhenTheCommandFails(t *testing.T) {
 
 // A group outlives the process that made it, so the stage must not die
 // before removing it: SIGTERM or Ctrl-C (SIGINT) to the stage kills the
-// container (137 = 128+SIGKILL), and its groups are removed all the same.
+// container (137 = 128+SIGKILL), and its groups are removed all the same,
+// even while more of the same signal keep coming.
 func TestStage03SignalEndsContainerAndRemovesGroups(t *testing.T) {
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	for _, sig := range []unix.Signal{unix.SIGTERM, unix.SIGINT} {
 		c := startCgContainer(t, stage, []string{"--memory", "32m", "--pids-limit", "20"}, "exec sleep 60")
 		groups := c.groups(t, "memory", "pids")
 		c.release(t, "go")
 		require.NoError(t, c.cmd.Process.Signal(sig))
+		// More, as fast as they go, until the stage has ended: some arrive
+		// while it removes the groups, and must not cut that short.
+		stop := time.After(30 * time.Second)
+	more:
+		for {
+			select {
+			case <-c.ended:
+				break more
+			case <-stop:
+				break more
+			default:
+				_ = c.cmd.Process.Signal(sig) // an error once the stage has ended
+			}
+		}
 		res := c.wait(t)
 		assert.Equal(t, 137, res.code, "%v: %s", sig, res.stderr)
 		for _, g := range groups {
@@ -238,15 +252,61 @@ func TestStage03SignalEndsContainerAndRemovesGroups(t *testing.T) {
 	}
 }
 
+// The same when PID 1 has changed its credentials (su), and under nohup
+// (assertSignalEndsContainer, stage02_test.go): no group is left either.
+func TestStage03SignalEndsContainerAfterSu(t *testing.T) {
+	stage := needNamespaceStage(t, "03")
+	before := cgGroupDirs()
+	assertSignalEndsContainer(t, stage, "--pids-limit", "20")
+	assert.Empty(t, cgNewGroupDirs(before), "groups left behind")
+}
+
+// Without a limit there is nothing to limit: no group at all, not even the
+// minibox/ parent, and the command stays in the stage's own groups.
+func TestStage03NoLimitsNoCgroup(t *testing.T) {
+	stage := needNamespaceStage(t, "03")
+	before := cgGroupDirs()
+	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "cat /proc/self/cgroup; echo ready; exec sleep 60")
+	c.waitFor(t, "ready")
+	assert.Equal(t, before, cgGroupDirs(), "a run without limits made a cgroup")
+	c.kill(t)
+	res := c.wait(t)
+	assert.NotEmpty(t, res.stdout)
+	assert.NotContains(t, res.stdout, "minibox", "the command is in a minibox group")
+}
+
+// Without --hostname, the hostname inside is the container's id, which
+// also names its group minibox/<id>: `hostname` tells which group is its
+// own. With --hostname, the group keeps a random id.
+func TestStage03HostnameIsTheCgroupID(t *testing.T) {
+	stage := needNamespaceStage(t, "03")
+	res := run(t, stage, "run", "--pids-limit", "20", rootfsDir, "--", "sh", "-c", "hostname; cat /proc/self/cgroup")
+	require.Equal(t, 0, res.code, res.stderr)
+	hostname, cgroups, _ := strings.Cut(res.stdout, "\n")
+	require.Regexp(t, `^[0-9a-f]{12}$`, hostname)
+	assert.Regexp(t, `(?m):/minibox/`+hostname+`$`, cgroups)
+
+	res = run(t, stage, "run", "--pids-limit", "20", "--hostname", "box", rootfsDir, "--", "sh", "-c", "hostname; cat /proc/self/cgroup")
+	require.Equal(t, 0, res.code, res.stderr)
+	hostname, cgroups, _ = strings.Cut(res.stdout, "\n")
+	assert.Equal(t, "box", hostname)
+	assert.Regexp(t, `(?m):/minibox/[0-9a-f]{12}$`, cgroups)
+}
+
+func TestStage03ChildRefusesHostNamespaces(t *testing.T) {
+	assertChildRefusesHostNamespaces(t, needNamespaceStage(t, "03"))
+}
+
 // On cgroup v2 a child group can use a controller only if the root group
-// enables it for its children. systemd hosts do; on a bare machine the
-// stage adds it — the one write it makes to a group it did not create.
-// Only in the throw-away cgroup v2 VM, since it changes the root group.
-func TestStage03EnablesAMissingControllerInTheV2Root(t *testing.T) {
+// enables it for its children. systemd hosts do; where the root does not,
+// the stage says how to enable it and makes nothing: the root group is the
+// host's, and minibox never writes into a group it did not create.
+// Only in the throw-away cgroup v2 VM, since the test changes the root group.
+func TestStage03ControllerMissingInTheV2RootIsAClearError(t *testing.T) {
 	if os.Getenv("MINIBOX_IN_V2VM") != "1" {
 		t.Skip("only in the cgroup v2 VM (scripts/cgroupv2-vm/run.sh): it changes the root cgroup")
 	}
-	stage := needStage(t, "03")
+	stage := needNamespaceStage(t, "03")
 	root, v2 := cgTree(t, "cpu")
 	require.True(t, v2, "the VM's cpu controller is on cgroup v2")
 	control := filepath.Join(root, "cgroup.subtree_control")
@@ -255,78 +315,51 @@ func TestStage03EnablesAMissingControllerInTheV2Root(t *testing.T) {
 		require.NoError(t, err)
 		return strings.Fields(string(b))
 	}
+	require.Contains(t, enabled(), "cpu", "the VM's /init enables cpu in the root")
 	require.NoError(t, os.WriteFile(control, []byte("-cpu"), 0)) // echo -cpu > cgroup.subtree_control
-	t.Cleanup(func() { _ = os.WriteFile(control, []byte("+cpu"), 0) })
+	t.Cleanup(func() {
+		// echo +cpu > cgroup.subtree_control: as the VM's /init left it.
+		assert.NoError(t, os.WriteFile(control, []byte("+cpu"), 0), "restore cpu in %s", control)
+	})
 	require.NotContains(t, enabled(), "cpu")
 
-	c := startCgContainer(t, stage, []string{"--cpus", "0.5"}, "exit 0")
-	g := c.groups(t, "cpu")["cpu"]
-	assert.Equal(t, "50000 100000", g.read(t, "cpu.max"))
-	assert.Contains(t, enabled(), "cpu", "the stage enables cpu in the root")
-	res := c.finish(t)
-	assert.Equal(t, 0, res.code, res.stderr)
-	assert.NoDirExists(t, g.dir)
+	before := cgGroupDirs()
+	marker := filepath.Join(rootfsDir, "tmp", "stage03-ran")
+	t.Cleanup(func() { os.Remove(marker) })
+	res := run(t, stage, "run", "--memory", "32m", "--cpus", "0.5", rootfsDir, "--", "touch", "/tmp/stage03-ran")
+	assert.Equal(t, 1, res.code, res.stderr)
+	assert.Contains(t, res.stderr, "echo +cpu > "+control, "the error names the fix")
+	assert.NotContains(t, enabled(), "cpu", "the stage changed the root group")
+	assert.Equal(t, before, cgGroupDirs(), "the stage made a group")
+	assert.NoFileExists(t, marker, "the command ran")
 }
 
 // --- Helpers ---------------------------------------------------------------------
 
-// cgContainer is a stage run whose command first records its own cgroups and
-// then waits for the test to let it go on, so that the test can read the
-// group's files while it runs and before the interesting part starts.
-type cgContainer struct {
-	name           string // prefix of its files in the rootfs's /tmp
-	cmd            *exec.Cmd
-	stdout, stderr bytes.Buffer
-	done           chan error
-	res            *result
-}
-
-// startCgContainer runs `stage run FLAGS ROOTFS -- sh -c SCRIPT`, where SCRIPT
-// writes /proc/self/cgroup to /tmp/NAME.cgroup, waits until the test writes
-// "go" into the FIFO /tmp/NAME.go, and then runs body.
-func startCgContainer(t *testing.T, stage string, flags []string, body string) *cgContainer {
+// startCgContainer runs `stage run FLAGS ROOTFS -- sh -c SCRIPT` in the
+// background (startContainer), where SCRIPT writes /proc/self/cgroup to
+// /tmp/NAME.cgroup, waits until the test writes "go" into the FIFO
+// /tmp/NAME.go, and then runs body. So the test can read the group's files
+// while the container runs and before the interesting part starts.
+func startCgContainer(t *testing.T, stage string, flags []string, body string) *container {
 	t.Helper()
-	c := &cgContainer{name: fmt.Sprintf("stage03-%d", time.Now().UnixNano()), done: make(chan error, 1)}
-	fifo := c.file("go")
+	name := fmt.Sprintf("stage03-%d", time.Now().UnixNano())
+	fifo := filepath.Join(rootfsDir, "tmp", name+".go")
 	// Readable by others: with --userns, root inside is not the host's root.
 	require.NoError(t, unix.Mkfifo(fifo, 0o644))
-	t.Cleanup(func() {
-		if c.res == nil { // the test stopped early: end the container cleanly
-			c.release(t, "stop")
-			c.wait(t)
-		}
+	t.Cleanup(func() { // after startContainer's clean-up has ended the container
 		os.Remove(fifo)
-		os.Remove(c.file("cgroup"))
+		os.Remove(filepath.Join(rootfsDir, "tmp", name+".cgroup"))
 	})
 
-	script := fmt.Sprintf(`cat /proc/self/cgroup >/tmp/%[1]s.cgroup; read go </tmp/%[1]s.go; [ "$go" = go ] || exit 99; %[2]s`, c.name, body)
-	args := append(append([]string{"run"}, flags...), rootfsDir, "--", "sh", "-c", script)
-	c.cmd = exec.Command(stage, args...)
-	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
-	require.NoError(t, c.cmd.Start())
-	go func() { c.done <- c.cmd.Wait() }()
+	script := fmt.Sprintf(`cat /proc/self/cgroup >/tmp/%[1]s.cgroup; read go </tmp/%[1]s.go; [ "$go" = go ] || exit 99; %[2]s`, name, body)
+	c := startContainer(t, stage, append(append([]string{"run"}, flags...), rootfsDir, "--", "sh", "-c", script)...)
+	c.name = name
 	return c
 }
 
-// cgAllowContainerRoot lets host uid 100000, root inside --userns, reach
-// the test rootfs: the directories above it get o+x until the test ends.
-func cgAllowContainerRoot(t *testing.T) {
-	t.Helper()
-	info, err := os.Stat("/")
-	require.NoError(t, err)
-	testenv.Require(t, info.Mode().Perm()&0o001 != 0, "--userns needs / searchable by others")
-	for dir := filepath.Dir(rootfsDir); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
-		info, err := os.Stat(dir)
-		require.NoError(t, err)
-		if mode, d := info.Mode().Perm(), dir; mode&0o001 == 0 {
-			require.NoError(t, os.Chmod(d, mode|0o001))
-			t.Cleanup(func() { _ = os.Chmod(d, mode) })
-		}
-	}
-}
-
 // file is the host path of the container's file /tmp/NAME.suffix.
-func (c *cgContainer) file(suffix string) string {
+func (c *container) file(suffix string) string {
 	return filepath.Join(rootfsDir, "tmp", c.name+"."+suffix)
 }
 
@@ -346,7 +379,7 @@ func (g cgGroup) read(t *testing.T, file string) string {
 // groups waits until the command inside has recorded its cgroups and
 // returns, for each controller, the group the command is in. Each must be
 // under minibox/.
-func (c *cgContainer) groups(t *testing.T, controllers ...string) map[string]cgGroup {
+func (c *container) groups(t *testing.T, controllers ...string) map[string]cgGroup {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -359,9 +392,8 @@ func (c *cgContainer) groups(t *testing.T, controllers ...string) map[string]cgG
 			return found
 		}
 		select {
-		case err := <-c.done:
-			c.done <- err
-			t.Fatalf("the container ended early (%v)\nstdout: %s\nstderr: %s", err, &c.stdout, &c.stderr)
+		case <-c.ended:
+			t.Fatalf("the container ended early (status %d)\nstdout: %s\nstderr: %s", c.res.code, c.res.stdout, c.res.stderr)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -440,7 +472,7 @@ func cgTree(t *testing.T, controller string) (mount string, v2 bool) {
 // release writes word into the container's FIFO, which its script reads:
 // "go" to go on, anything else to exit. It gives up if the container has
 // ended or does not open the FIFO within 30 s.
-func (c *cgContainer) release(t *testing.T, word string) {
+func (c *container) release(t *testing.T, word string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -456,8 +488,7 @@ func (c *cgContainer) release(t *testing.T, word string) {
 			t.Fatalf("open FIFO: %v", err)
 		}
 		select {
-		case err := <-c.done:
-			c.done <- err
+		case <-c.ended:
 			return
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -469,38 +500,20 @@ func (c *cgContainer) release(t *testing.T, word string) {
 }
 
 // finish lets the container go on and waits for it.
-func (c *cgContainer) finish(t *testing.T) result {
+func (c *container) finish(t *testing.T) result {
 	t.Helper()
 	c.release(t, "go")
 	return c.wait(t)
 }
 
-// wait waits (at most a minute) for the stage to exit.
-func (c *cgContainer) wait(t *testing.T) result {
-	t.Helper()
-	var err error
-	select {
-	case err = <-c.done:
-	case <-time.After(time.Minute):
-		_ = c.cmd.Process.Kill()
-		err = <-c.done
-		t.Errorf("the container did not exit within a minute")
-	}
-	res := result{stdout: c.stdout.String(), stderr: c.stderr.String()}
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		res.code = exit.ExitCode()
-	} else if err != nil {
-		t.Fatalf("wait: %v", err)
-	}
-	c.res = &res
-	return res
-}
-
-// cgGroupDirs lists the groups under every minibox/ parent, in every tree.
+// cgGroupDirs lists the minibox/ parents and the groups under them, in
+// every tree.
 func cgGroupDirs() []string {
 	var dirs []string
-	for _, pattern := range []string{"/sys/fs/cgroup/minibox/*", "/sys/fs/cgroup/*/minibox/*"} {
+	for _, pattern := range []string{
+		"/sys/fs/cgroup/minibox", "/sys/fs/cgroup/minibox/*",
+		"/sys/fs/cgroup/*/minibox", "/sys/fs/cgroup/*/minibox/*",
+	} {
 		matches, _ := filepath.Glob(pattern)
 		for _, m := range matches {
 			if info, err := os.Stat(m); err == nil && info.IsDir() {
