@@ -15,15 +15,29 @@ import (
 // once joined. So before rendering, each paragraph that contains CJK text
 // is joined and wrapped here, at the render width, between any two CJK
 // characters or at spaces, with Markdown hard breaks ("\" at the end of a
-// line) that glamour keeps as they are. Other paragraphs are left alone.
+// line); the renderer then keeps those line breaks. Other paragraphs, and
+// everything that is not a paragraph, are left exactly as written.
 
-// listItem matches the marker of a list item: "- ", "* ", "1. ".
-var listItem = regexp.MustCompile(`^(?:[-*+]|[0-9]+[.)])\s+`)
+var (
+	// listItem matches the marker of a list item: "- ", "* ", "1. ".
+	listItem = regexp.MustCompile(`^(?:[-*+]|[0-9]+[.)])\s+`)
+	// setext matches the underline that makes the paragraph above a heading.
+	setext = regexp.MustCompile(`^(=+|-+)\s*$`)
+	// blockStart matches what would make a wrapped line start a new block
+	// (a quote, a list, a heading, a table row) instead of continuing.
+	blockStart = regexp.MustCompile(`^(?:[>|=]|[-+*](?:\s|$)|#{1,6}(?:\s|$)|[0-9]+[.)](?:\s|$))`)
+)
+
+// forcedBreak stands for a hard line break of the source inside a joined
+// paragraph.
+const forcedBreak = "\x00"
 
 // wrapCJK rewrites md's CJK paragraphs to lines of at most width columns.
 func wrapCJK(md string, width int) string {
-	var out, para, raw []string // raw: the paragraph's lines as written
-	marker := ""
+	var out []string
+	var para []string // the paragraph's text lines, trimmed
+	var raw []string  // the same lines as written
+	marker := ""      // indentation and list marker of the paragraph's first line
 	inFence := ""
 	flush := func() {
 		if len(para) > 0 && strings.ContainsFunc(strings.Join(para, ""), isCJK) {
@@ -48,22 +62,38 @@ func wrapCJK(md string, width int) string {
 		switch {
 		case inFence != "":
 			out = append(out, line)
+		case len(para) > 0 && setext.MatchString(trimmed):
+			// The paragraph is a heading's text: leave it as written.
+			out = append(append(out, raw...), line)
+			para, raw, marker = nil, nil, ""
 		case trimmed == "" || strings.HasPrefix(trimmed, "#") || strings.HasPrefix(trimmed, "|") ||
-			strings.HasPrefix(trimmed, ">") || strings.HasPrefix(line, "    "):
+			strings.HasPrefix(trimmed, ">") || strings.HasPrefix(trimmed, "<") ||
+			len(para) == 0 && strings.HasPrefix(line, "    "): // indented code
 			flush()
 			out = append(out, line)
 		case listItem.MatchString(trimmed):
 			flush()
-			marker = listItem.FindString(trimmed)
-			para = []string{strings.TrimPrefix(trimmed, marker)}
-			raw = []string{line}
+			indent := line[:len(line)-len(strings.TrimLeft(line, " "))]
+			marker = indent + listItem.FindString(trimmed)
+			para, raw = []string{hardBreak(line, strings.TrimPrefix(trimmed, listItem.FindString(trimmed)))}, []string{line}
 		default:
-			para = append(para, trimmed)
-			raw = append(raw, line)
+			para, raw = append(para, hardBreak(line, trimmed)), append(raw, line)
 		}
 	}
 	flush()
 	return strings.Join(out, "\n")
+}
+
+// hardBreak marks a line that ends in a Markdown hard break (two spaces or
+// a backslash) so that the break survives the joining.
+func hardBreak(line, text string) string {
+	switch {
+	case strings.HasSuffix(line, "  "):
+		return text + forcedBreak
+	case strings.HasSuffix(text, "\\") && !strings.HasSuffix(text, "\\\\"):
+		return strings.TrimSuffix(text, "\\") + forcedBreak
+	}
+	return text
 }
 
 // wrapParagraph joins a CJK paragraph's lines and wraps it.
@@ -72,7 +102,7 @@ func wrapParagraph(marker string, lines []string, width int) []string {
 	for _, l := range lines[1:] {
 		last, _ := utf8.DecodeLastRuneInString(text)
 		first, _ := utf8.DecodeRuneInString(l)
-		if joinsWithoutSpace(last, first) {
+		if strings.HasSuffix(text, forcedBreak) || joinsWithoutSpace(last, first) {
 			text += l // a soft break inside Chinese is no space
 		} else {
 			text += " " + l
@@ -83,12 +113,21 @@ func wrapParagraph(marker string, lines []string, width int) []string {
 	for i := range wrapped {
 		if i == 0 {
 			wrapped[i] = marker + wrapped[i]
-		} else {
-			wrapped[i] = indent + wrapped[i]
+			continue
 		}
-		if i < len(wrapped)-1 {
-			wrapped[i] += "\\" // a hard line break
+		// A line that would read as the start of a list, quote or
+		// heading gets its first character escaped.
+		if m := blockStart.FindString(wrapped[i]); m != "" {
+			j := strings.IndexAny(m, ".)")
+			if j < 0 {
+				j = 0
+			}
+			wrapped[i] = wrapped[i][:j] + "\\" + wrapped[i][j:]
 		}
+		wrapped[i] = indent + wrapped[i]
+	}
+	for i := 0; i < len(wrapped)-1; i++ {
+		wrapped[i] += "\\" // a hard line break
 	}
 	return wrapped
 }
@@ -101,7 +140,7 @@ func joinsWithoutSpace(a, b rune) bool {
 }
 
 // A token is a piece that is never split: a word, a `code span`, or one
-// CJK character with any closing punctuation that follows it. space says a
+// CJK character with the punctuation that must stay with it. space says a
 // space stood before it.
 type token struct {
 	text  string
@@ -111,11 +150,18 @@ type token struct {
 func tokens(text string) []token {
 	var out []token
 	space := false
-	glue := ""                // an opening emphasis marker, for the next token
-	open := map[string]bool{} // which emphasis markers (**, _, …) are open
+	glue := ""                // what must open the next token: "**", "（"
+	open := map[string]bool{} // which emphasis markers are open
 	add := func(t string) {
 		out = append(out, token{glue + t, space})
 		glue, space = "", false
+	}
+	startGlue := func(s string) {
+		if space && glue == "" {
+			out = append(out, token{"", true}) // keep the space before it
+			space = false
+		}
+		glue += s
 	}
 	for i := 0; i < len(text); {
 		r, size := utf8.DecodeRuneInString(text[i:])
@@ -123,44 +169,35 @@ func tokens(text string) []token {
 		case r == ' ':
 			space = true
 			i += size
+		case text[i:i+size] == forcedBreak:
+			out = append(out, token{forcedBreak, false})
+			glue, space = "", false
+			i += size
 		case r == '`':
-			end := strings.IndexByte(text[i+1:], '`')
-			if end < 0 {
-				end = len(text) - i - 1
+			n := runLength(text, i, '`')
+			if end := strings.Index(text[i+n:], strings.Repeat("`", n)); end >= 0 {
+				add(text[i : i+n+end+n]) // a code span is never split
+				i += n + end + n
+			} else {
+				add(text[i : i+n]) // no closing run: plain backticks
+				i += n
 			}
-			add(text[i : i+end+2])
-			i += end + 2
-		case r == '*' || r == '_':
+		case (r == '*' || r == '_') && isEmphasis(text, i):
 			// An emphasis marker sticks to what it marks: an opener to the
 			// next token, a closer to the previous one, so that no line
 			// ends on "**" or starts with it.
-			j := i
-			for j < len(text) && text[j] == text[i] {
-				j++
-			}
-			marker := text[i:j]
+			n := runLength(text, i, text[i])
+			marker := text[i : i+n]
 			if open[marker] && len(out) > 0 && !space {
 				out[len(out)-1].text += marker
 			} else {
-				if glue == "" {
-					glue = marker
-					if space {
-						out = append(out, token{"", true})
-						space = false
-					}
-				} else {
-					glue += marker
-				}
+				startGlue(marker)
 			}
 			open[marker] = !open[marker]
-			i = j
+			i += n
 		case strings.ContainsRune("（「『“《", r):
 			// Opening punctuation never ends a line: it joins what follows.
-			if space && glue == "" {
-				out = append(out, token{"", true})
-				space = false
-			}
-			glue += string(r)
+			startGlue(string(r))
 			i += size
 		case isCJK(r):
 			j := i + size
@@ -174,16 +211,8 @@ func tokens(text string) []token {
 			add(text[i:j])
 			i = j
 		default:
-			j := i
-			for j < len(text) {
-				next, n := utf8.DecodeRuneInString(text[j:])
-				if next == ' ' || next == '`' || next == '*' || next == '_' || isCJK(next) {
-					break
-				}
-				j += n
-			}
-			add(text[i:j])
-			i = j
+			add(text[i:wordEnd(text, i)])
+			i = wordEnd(text, i)
 		}
 	}
 	if glue != "" {
@@ -192,12 +221,59 @@ func tokens(text string) []token {
 	return out
 }
 
+// wordEnd returns where the word starting at i ends: at a space, a
+// backtick, an emphasis marker or a CJK character. A backslash keeps the
+// character it escapes.
+func wordEnd(text string, i int) int {
+	j := i
+	for j < len(text) {
+		r, n := utf8.DecodeRuneInString(text[j:])
+		if j > i && (r == ' ' || r == '`' || text[j:j+n] == forcedBreak || isCJK(r) ||
+			strings.ContainsRune("（「『“《", r) || (r == '*' || r == '_') && isEmphasis(text, j)) {
+			break
+		}
+		if r == '\\' && j+1 < len(text) {
+			_, m := utf8.DecodeRuneInString(text[j+1:])
+			n += m
+		}
+		j += n
+	}
+	return j
+}
+
+// isEmphasis reports whether the * or _ run at i can be an emphasis
+// marker: "_" between two letters (ip_forward) cannot (CommonMark).
+func isEmphasis(text string, i int) bool {
+	if text[i] == '*' {
+		return true
+	}
+	n := runLength(text, i, '_')
+	before, _ := utf8.DecodeLastRuneInString(text[:i])
+	after, _ := utf8.DecodeRuneInString(text[i+n:])
+	alnum := func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+	return !(i > 0 && alnum(before) && i+n < len(text) && alnum(after))
+}
+
+func runLength(text string, i int, c byte) int {
+	n := 0
+	for i+n < len(text) && text[i+n] == c {
+		n++
+	}
+	return n
+}
+
 // breakLines fills lines of at most width columns with tokens.
 func breakLines(toks []token, width int) []string {
 	var lines []string
 	var cur strings.Builder
 	w := 0
 	for _, t := range toks {
+		if t.text == forcedBreak {
+			lines = append(lines, cur.String())
+			cur.Reset()
+			w = 0
+			continue
+		}
 		tw := runewidth.StringWidth(t.text)
 		sep := ""
 		if t.space && w > 0 {
@@ -211,7 +287,7 @@ func breakLines(toks []token, width int) []string {
 		cur.WriteString(sep + t.text)
 		w += len(sep) + tw
 	}
-	if w > 0 {
+	if w > 0 || cur.Len() > 0 {
 		lines = append(lines, cur.String())
 	}
 	return lines
@@ -225,6 +301,5 @@ func isCJKPunct(r rune) bool {
 // isCJK reports whether r is a Chinese, Japanese or Korean character or
 // full-width punctuation: text in which a line may break anywhere.
 func isCJK(r rune) bool {
-	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul) ||
-		r >= 0x3000 && r <= 0x303f || r >= 0xff00 && r <= 0xffef
+	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul) || isCJKPunct(r)
 }

@@ -58,3 +58,42 @@ func TestWrapCJKKeepsOpeningBracketsWithTheirText(t *testing.T) {
 	}
 	assert.Contains(t, strings.ReplaceAll(out, "\\\n", ""), "Docker（2013）")
 }
+
+// Markdown that the wrapper must neither break nor crash on.
+func TestWrapCJKEdgeCases(t *testing.T) {
+	cases := []struct{ name, md, want, notWant string }{
+		{"unmatched backtick", "中文里有一个 ` 单独的反引号，还有更多的中文文字在后面继续写下去。\n", "`", ""},
+		{"double-backtick span", "命令 ``a ` b`` 不能被拆开，后面还有很多很多很多的中文文字。\n", "``a ` b``", ""},
+		{"intraword underscore", "写入 net.ipv4.ip_forward 就行，后面还有很多很多很多很多的中文文字。\n", "ip_forward", ""},
+		{"escaped star", "乘号写成 2\\*3，后面还有很多很多很多很多很多很多的中文文字和更多的文字。\n", "2\\*3", ""},
+		{"setext heading", "中文标题很长很长很长很长很长很长很长很长\n===\n", "中文标题很长很长很长很长很长很长很长很长\n===", ""},
+	}
+	for _, c := range cases {
+		out := wrapCJK(c.md, 16)
+		joined := strings.ReplaceAll(out, "\\\n", "")
+		assert.Contains(t, joined, c.want, c.name)
+	}
+}
+
+func TestWrapCJKEscapesBlockMarkersAtLineStarts(t *testing.T) {
+	// Wrapped at 12 columns, "> ip_forward" and "- CMD" would each start a
+	// line, and Markdown would read a quote and a list item.
+	out := wrapCJK("写入中文中 > 文件，然后中文 - CMD 中文字中文字，还有 12. 项。\n", 12)
+	for i, l := range strings.Split(out, "\n") {
+		if i == 0 {
+			continue
+		}
+		assert.False(t, blockStart.MatchString(strings.TrimLeft(l, " ")), "line %q starts a block", l)
+	}
+}
+
+func TestWrapCJKKeepsNestingAndHardBreaks(t *testing.T) {
+	out := wrapCJK("- 外层\n  - 内层的列表项，文字比较长，需要换行才能放得下。\n", 16)
+	lines := strings.Split(out, "\n")
+	assert.Equal(t, "- 外层", lines[0])
+	assert.True(t, strings.HasPrefix(lines[1], "  - 内层"), "nested marker keeps its indent: %q", lines[1])
+	assert.True(t, strings.HasPrefix(lines[2], "    "), "its continuation too: %q", lines[2])
+
+	out = wrapCJK("第一行到此为止  \n第二行从这里开始\n", 40)
+	assert.Equal(t, "第一行到此为止\\\n第二行从这里开始\n", out, "a two-space hard break stays a break")
+}
