@@ -40,15 +40,41 @@ func CheckLeaks(t testing.TB) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		t.Fatalf("prctl PR_SET_CHILD_SUBREAPER: %v", err)
 	}
-	before := Snapshot()
+	before := ours(Snapshot())
 	t.Cleanup(func() {
-		after := waitForChildren(2 * time.Second)
+		after := ours(waitForChildren(before.Children, 2*time.Second))
 		if leaked := Diff(before, after); leaked != "" {
 			t.Errorf("the test left these behind (now removed):\n%s", leaked)
 		}
-		killChildren(after.Children)
+		killChildren(before.Children, newItems(before.Children, after.Children))
 		removeLeaks(before, after)
 	})
+}
+
+// ours keeps what a minibox test can have made, so that what the rest of
+// the machine does meanwhile (a USB stick mounted, a VPN link, another
+// container engine) is neither reported nor touched: mounts below the
+// temporary directory or naming minibox, and minibox links and network
+// namespaces. Cgroups are minibox's already; processes are our children.
+func ours(s KernelState) KernelState {
+	tmp := os.TempDir()
+	keep := func(list []string, ok func(string) bool) []string {
+		var out []string
+		for _, x := range list {
+			if ok(x) {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	s.Mounts = keep(s.Mounts, func(m string) bool {
+		point := strings.Fields(m)[0]
+		return strings.HasPrefix(point, tmp+"/") || strings.Contains(m, "minibox")
+	})
+	minibox := func(name string) bool { return strings.Contains(name, "minibox") }
+	s.Links = keep(s.Links, minibox)
+	s.NetNS = keep(s.NetNS, minibox)
+	return s
 }
 
 // removeLeaks undoes what a failed test left in the kernel, so that it does
@@ -212,13 +238,14 @@ func children() []string {
 }
 
 // waitForChildren gives exiting processes a moment, reaping the zombies that
-// the subreaper inherits, then takes the final snapshot.
-func waitForChildren(limit time.Duration) KernelState {
+// the subreaper inherits, then takes the final snapshot. Children that
+// were there before the test (existing) are not waited for.
+func waitForChildren(existing []string, limit time.Duration) KernelState {
 	deadline := time.Now().Add(limit)
 	for {
 		reapZombies()
 		state := Snapshot()
-		if len(state.Children) == 0 || time.Now().After(deadline) {
+		if len(newItems(existing, state.Children)) == 0 || time.Now().After(deadline) {
 			return state
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -236,8 +263,9 @@ func reapZombies() {
 }
 
 // killChildren kills the leftover processes. Their own children are
-// reparented to us (the subreaper) as they die, so repeat a few rounds.
-func killChildren(list []string) {
+// reparented to us (the subreaper) as they die, so repeat a few rounds;
+// children that existed before the test are spared.
+func killChildren(existing, list []string) {
 	for round := 0; round < 5 && len(list) > 0; round++ {
 		for _, c := range list {
 			pid, _ := strconv.Atoi(strings.Fields(c)[0])
@@ -247,6 +275,6 @@ func killChildren(list []string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 		reapZombies()
-		list = children()
+		list = newItems(existing, children())
 	}
 }
