@@ -14,6 +14,10 @@ LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md))
 
 .PHONY: tour test test-go test-v2vm bench lint build rootfs prereqs prereqs-test
 
+# The steps of tour and test depend on each other's effects (packages,
+# the rootfs, the kernel): never run them in parallel.
+.NOTPARALLEL:
+
 build:
 	$(GO) build -o $(BIN) ./cmd/minibox
 

@@ -35,6 +35,14 @@ func NewRenderer(style string, width int) (func(string) (string, error), error) 
 	if width <= 0 {
 		width = 80
 	}
+	// "auto" asks the terminal for its background colour: ask once, here,
+	// for both renderers below.
+	if style == "auto" {
+		style = "light"
+		if termenv.HasDarkBackground() {
+			style = "dark"
+		}
+	}
 	options := []glamour.TermRendererOption{
 		glamour.WithStylePath(style),
 		// glamour indents the text by a 2-column margin on top of the wrap
