@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the lessons (and, with --test, the test suite) need on
 # Debian or Ubuntu, skipping what is already there. On other distributions
-# it prints what to install instead.
+# (no dpkg-query) it checks for the commands those packages provide, prints
+# what to install for the ones missing and exits 1; 0 if nothing is missing.
 #
 #   scripts/install-prereqs.sh          busybox-static iproute2 iptables
 #   scripts/install-prereqs.sh --test   … and qemu-system-x86 (the cgroup v2 VM)
@@ -24,6 +25,55 @@ fi
 have=${have#go}
 if [[ "$(printf '%s\n%s\n' "$min_go" "$have" | sort -V | head -n1)" != "$min_go" ]]; then
 	echo "minibox needs Go $min_go or newer; $go is $have: https://go.dev/doc/install" >&2
+	exit 1
+fi
+
+# is_static FILE: FILE is an ELF executable with no program interpreter
+# (PT_INTERP), i.e. statically linked. readelf (binutils) may be missing:
+# then ask file(1), then ldd.
+is_static() {
+	local out
+	if command -v readelf >/dev/null; then
+		# Captured, not piped into grep -q: with pipefail, grep quitting
+		# early could fail readelf with SIGPIPE.
+		out=$(readelf -l "$1" 2>/dev/null) || return 1
+		[[ $out != *INTERP* ]]
+	elif command -v file >/dev/null; then
+		out=$(file -L "$1" 2>/dev/null) || return 1
+		[[ $out == *"statically linked"* || $out == *"static-pie linked"* ]]
+	elif command -v ldd >/dev/null; then
+		! ldd "$1" >/dev/null 2>&1 # ldd fails on static binaries
+	else
+		echo "cannot tell whether $1 is static (no readelf, file or ldd); minibox doctor checks it" >&2
+	fi
+}
+
+# have_static_busybox: a static busybox where the demo rootfs looks for one.
+have_static_busybox() {
+	local p
+	for p in "$(command -v busybox || true)" /bin/busybox /usr/bin/busybox; do
+		[[ -n $p && -x $p ]] && is_static "$p" && return 0
+	done
+	return 1
+}
+
+if ! command -v dpkg-query >/dev/null; then
+	# Not Debian or Ubuntu: check for what the packages provide instead, and
+	# say what to install. This script installs nothing here.
+	missing=()
+	have_static_busybox ||
+		missing+=("a static busybox: busybox-static (Debian/Ubuntu), busybox (Fedora)")
+	command -v ip >/dev/null ||
+		missing+=("ip: iproute2 (Debian/Ubuntu), iproute (Fedora)")
+	command -v iptables >/dev/null ||
+		missing+=("iptables: iptables (Debian/Ubuntu), iptables-nft (Fedora)")
+	if [[ $target == test ]]; then
+		command -v qemu-system-x86_64 >/dev/null ||
+			missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")
+	fi
+	[[ ${#missing[@]} -eq 0 ]] && exit 0
+	echo "minibox needs these; install them with your distribution's package manager, then run make again:" >&2
+	printf '  - %s\n' "${missing[@]}" >&2
 	exit 1
 fi
 

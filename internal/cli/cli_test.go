@@ -114,20 +114,23 @@ func TestRootfsBuildsIntoDir(t *testing.T) {
 	assert.True(t, rootfs.IsBuilt(dir))
 }
 
-func TestDoctorExitStatusFollowsChecks(t *testing.T) {
+func TestDoctorOnThisMachine(t *testing.T) {
 	testenv.RequireRoot(t)
+	// An unbuilt demo rootfs is only a warning: the first lesson builds it.
 	missing := filepath.Join(t.TempDir(), "not-built")
 	out, _, code := minibox(t, "doctor", "--rootfs", missing)
-	assert.Equal(t, 1, code, "a missing demo rootfs fails the doctor")
+	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, missing+" is not built")
 	assert.Contains(t, out, "fix: sudo minibox rootfs")
 
 	// On a machine set up by `make test` (.ci/run), everything the lessons
-	// need is there.
+	// need is there. (Which failures make the exit status 1 is tested in
+	// internal/doctor, with a fake host.)
 	built := filepath.Join(t.TempDir(), "rootfs")
 	_, _, code = minibox(t, "rootfs", built)
 	require.Equal(t, 0, code)
 	out, _, code = minibox(t, "doctor", "--rootfs", built)
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, "Ready for the lessons")
+	assert.NotContains(t, out, "✗")
 }

@@ -9,11 +9,13 @@ type CgroupMode struct {
 	Mode        string            // "v2" (unified), "hybrid", "v1", or "none"
 	V2Root      string            // where cgroup2 is mounted, if anywhere
 	V1          map[string]string // v1 controller → mount point
-	V2Available []string          // controllers listed in the cgroup2 root
+	V2Available []string          // controllers listed in the cgroup2 root's cgroup.controllers
+	V2Enabled   []string          // controllers in the cgroup2 root's cgroup.subtree_control
 }
 
 // ParseCgroupMounts reads /proc/self/mountinfo for cgroup and cgroup2
-// mounts (proc(5)): a v1 mount's super options name its controllers.
+// mounts (proc(5)): a v1 mount's super options name its controllers. When
+// a hierarchy is mounted twice, the first mount counts, as in stage 03.
 func ParseCgroupMounts(mountinfo string) CgroupMode {
 	m := CgroupMode{V1: map[string]string{}}
 	for _, line := range strings.Split(mountinfo, "\n") {
@@ -24,12 +26,16 @@ func ParseCgroupMounts(mountinfo string) CgroupMode {
 		}
 		switch tail[0] {
 		case "cgroup2":
-			m.V2Root = f[4]
+			if m.V2Root == "" {
+				m.V2Root = f[4]
+			}
 		case "cgroup":
 			for _, opt := range strings.Split(tail[2], ",") {
 				switch opt {
 				case "memory", "cpu", "pids", "cpuacct", "cpuset", "blkio", "devices", "freezer", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc":
-					m.V1[opt] = f[4]
+					if m.V1[opt] == "" {
+						m.V1[opt] = f[4]
+					}
 				}
 			}
 		}
@@ -76,6 +82,29 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// NotEnabled returns the controllers that Usable gives to v2 but that the
+// cgroup2 root's cgroup.subtree_control does not enable, in the order
+// memory, cpu, pids. A group below the root gets a controller only when
+// the root enables it, and stage 03 never changes the host's root group:
+// it stops and prints the command that enables them (notEnabled in
+// 03-cgroups/cgroups.go). Doctor decides the same way.
+func (m CgroupMode) NotEnabled() []string {
+	usable := m.Usable()
+	var out []string
+	for _, c := range []string{"memory", "cpu", "pids"} {
+		if usable[c] == "v2" && !contains(m.V2Enabled, c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// EnableCommand is the command that enables controllers in the cgroup2
+// root, as stage 03 prints it: echo +memory +pids > /sys/fs/cgroup/cgroup.subtree_control
+func (m CgroupMode) EnableCommand(controllers []string) string {
+	return "echo +" + strings.Join(controllers, " +") + " > " + m.V2Root + "/cgroup.subtree_control"
+}
+
 func checkCgroups(h Host) Result {
 	mi, err := h.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -83,8 +112,15 @@ func checkCgroups(h Host) Result {
 	}
 	m := ParseCgroupMounts(mi)
 	if m.V2Root != "" {
-		if c, err := h.ReadFile(m.V2Root + "/cgroup.controllers"); err == nil {
-			m.V2Available = strings.Fields(c)
+		// Stage 03 stops when it cannot read this file.
+		c, err := h.ReadFile(m.V2Root + "/cgroup.controllers")
+		if err != nil {
+			return Result{Status: Fail, Detail: describeMode(m) + "; " + err.Error()}
+		}
+		m.V2Available = strings.Fields(c)
+		// Unreadable counts as empty, as in stage 03.
+		if c, err := h.ReadFile(m.V2Root + "/cgroup.subtree_control"); err == nil {
+			m.V2Enabled = strings.Fields(c)
 		}
 	}
 	usable := m.Usable()
@@ -100,9 +136,27 @@ func checkCgroups(h Host) Result {
 	if len(parts) > 0 {
 		detail += "; " + strings.Join(parts, ", ")
 	}
+	var fixes []string
 	if len(missing) > 0 {
-		return Result{Status: Fail, Detail: detail + "; missing: " + strings.Join(missing, ", "),
-			Fix: "enable the missing controllers: on cgroup v2 boot with systemd.unified_cgroup_hierarchy=1; for memory on v1 add cgroup_enable=memory to the kernel command line"}
+		detail += "; missing: " + strings.Join(missing, ", ")
+		// Not offered by any hierarchy: the kernel was booted (or built)
+		// without them. Nothing to enable at run time.
+		noun := " controller"
+		if len(missing) > 1 {
+			noun += "s"
+		}
+		if m.Mode == "none" {
+			fixes = append(fixes, "mount the cgroup filesystem: mount -t cgroup2 none /sys/fs/cgroup  (systemd hosts do it at boot)")
+		} else {
+			fixes = append(fixes, "the kernel offers no "+strings.Join(missing, ", ")+noun+": remove cgroup_disable=… from the kernel command line, or add cgroup_enable=memory (Raspberry Pi: cgroup_enable=memory cgroup_memory=1), and reboot")
+		}
+	}
+	if off := m.NotEnabled(); len(off) > 0 {
+		detail += "; not enabled in " + m.V2Root + "/cgroup.subtree_control: " + strings.Join(off, ", ") + " (lesson 3 stops)"
+		fixes = append(fixes, m.EnableCommand(off)+"  (as root; minibox never changes the host's root group itself)")
+	}
+	if len(fixes) > 0 {
+		return Result{Status: Fail, Detail: detail, Fix: strings.Join(fixes, "\n")}
 	}
 	return Result{Status: OK, Detail: detail}
 }

@@ -16,6 +16,7 @@
 #   MINIBOX_VM_CACHE    where the kernel is kept  (/var/cache/minibox/cgroupv2-vm)
 #   MINIBOX_VM_TIMEOUT  seconds before the VM is killed                    (600)
 #   MINIBOX_VM_MEM      guest memory in MiB                               (1024)
+#   GO                  the go command (go on PATH, else /usr/local/go/bin/go)
 #
 # Needs: go, qemu-system-x86_64 (Debian package qemu-system-x86), a static
 # busybox (busybox-static), apt-get and dpkg-deb (to fetch the kernel once).
@@ -56,8 +57,20 @@ shift
 [[ $vm_mem =~ ^[1-9][0-9]*$ ]] || die "MINIBOX_VM_MEM must be a number of MiB, not '$vm_mem'"
 
 # --- Tools ------------------------------------------------------------------
-for tool in go qemu-system-x86_64 timeout gzip; do
-	command -v "$tool" >/dev/null || die "'$tool' not found${tool/qemu-system-x86_64/ (Debian package qemu-system-x86)}"
+# sudo's secure_path usually leaves Go's directory out: look in the default
+# install location too, or take $GO.
+go=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+[[ -x $go ]] || command -v "$go" >/dev/null ||
+	die "'$go' not found: install Go (https://go.dev/doc/install), or set GO=/path/to/go"
+for tool in qemu-system-x86_64 timeout gzip; do
+	if ! command -v "$tool" >/dev/null; then
+		case $tool in
+		qemu-system-x86_64) die "'$tool' not found (Debian package qemu-system-x86)" ;;
+		timeout) die "'$tool' not found (Debian package coreutils)" ;;
+		gzip) die "'$tool' not found (Debian package gzip)" ;;
+		*) die "'$tool' not found" ;;
+		esac
+	fi
 done
 # The initramfs has no userland but busybox, so it must be the static build:
 # a dynamically linked one would find no C library in the VM.
@@ -73,7 +86,12 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/minibox-v2vm.XXXXXX")
 vm_pid= # the `timeout qemu` process, once started
 filter_pid=
+watch_pid=
 cleanup() {
+	if [[ -n $watch_pid ]]; then
+		kill "$watch_pid" 2>/dev/null || true
+		wait "$watch_pid" 2>/dev/null || true
+	fi
 	# Stop the VM if we are leaving early (error, Ctrl-C, kill); timeout(1)
 	# passes the signal on to QEMU.
 	if [[ -n $vm_pid ]] && kill -0 "$vm_pid" 2>/dev/null; then
@@ -91,6 +109,37 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# apt_get ARGS...: apt-get that waits at most 120 s for the dpkg lock (another
+# apt or unattended-upgrades may hold it) and 300 s in all. Its output is not
+# shown; its stderr is kept in $work/apt.log and printed if it fails.
+apt_get() {
+	local rc=0
+	timeout 300 apt-get -o DPkg::Lock::Timeout=120 "$@" >/dev/null 2>"$work/apt.log" || rc=$?
+	if ((rc != 0)); then
+		if ((rc == 124)); then
+			say "apt-get $* timed out after 300 s:"
+		else
+			say "apt-get $* failed (exit status $rc):"
+		fi
+		sed 's/^/  /' "$work/apt.log" >&2
+	fi
+	return "$rc"
+}
+
+# is_debian: /etc/os-release says this is Debian (ID=debian). Only Debian's
+# package lists can have the pinned kernel: elsewhere apt-get update is
+# pointless (or there is no apt at all).
+is_debian() {
+	local f id=
+	for f in /etc/os-release /usr/lib/os-release; do
+		if [[ -r $f ]]; then
+			id=$(sed -n 's/^ID=//p' "$f" | tr -d "\"'")
+			break
+		fi
+	done
+	[[ $id == debian ]]
+}
 
 root=$work/initramfs
 mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,minibox/modules,stages,src}
@@ -131,7 +180,7 @@ fetch_kernel() {
 	# able to write here; without this it works but warns.
 	chmod 0755 "$dl"
 	chown _apt "$dl" 2>/dev/null || true
-	(cd "$dl" && apt-get download -qq "$pkg" >/dev/null 2>&1) &&
+	(cd "$dl" && apt_get download -qq "$pkg") &&
 		dpkg-deb -x "$dl/$pkg"_*.deb "$dl/unpacked" &&
 		touch "$dl/unpacked/.complete" || {
 		rm -rf "$dl"
@@ -167,9 +216,14 @@ if [[ -z $kernel_pkg ]]; then
 	# No package lists yet (a fresh machine)? A cached kernel will do.
 	[[ -n $kernel_pkg ]] || kernel_pkg=$(cached_kernel_pkg)
 	if [[ -z $kernel_pkg ]]; then
+		is_debian || no_kernel "this is not Debian (/etc/os-release)"
 		say "updating apt package lists to find the kernel"
-		apt-get update -qq >/dev/null || no_kernel "apt-get update failed"
+		apt_get update -qq || no_kernel "apt-get update failed"
 		kernel_pkg=$(resolve_kernel_pkg)
+		if [[ -z $kernel_pkg && -s $work/apt.log ]]; then
+			say "apt-get update said:"
+			sed 's/^/  /' "$work/apt.log" >&2
+		fi
 	fi
 	[[ -n $kernel_pkg ]] || no_kernel "cannot resolve linux-image-cloud-amd64 to a linux-image-6.1.0-*-cloud-amd64 package"
 	remember_kernel_pkg "$kernel_pkg"
@@ -180,9 +234,12 @@ if [[ ! -f $cache/$kernel_pkg/.complete ]]; then
 	if ! fetch_kernel "$kernel_pkg"; then
 		# The lists may be older than the mirror, which then no longer has
 		# that version: refresh them once, resolve again and retry.
-		say "download failed; updating apt package lists and retrying"
-		apt-get update -qq >/dev/null || true
-		kernel_pkg=$(resolve_kernel_pkg)
+		kernel_pkg=
+		if is_debian; then
+			say "download failed; updating apt package lists and retrying"
+			apt_get update -qq || true
+			kernel_pkg=$(resolve_kernel_pkg)
+		fi
 		if [[ -z $kernel_pkg ]] || ! fetch_kernel "$kernel_pkg"; then
 			kernel_pkg=$(cached_kernel_pkg)
 			[[ -n $kernel_pkg ]] || no_kernel "cannot download the kernel (apt-get download linux-image-6.1.0-*-cloud-amd64)"
@@ -242,10 +299,10 @@ done
 # --- The test binary and the stage programs ------------------------------------
 # Static (CGO_ENABLED=0): the VM has no C library. amd64 like the kernel.
 export CGO_ENABLED=0 GOOS=linux GOARCH=amd64
-modroot=$(go list -m -f '{{.Dir}}') || die "cannot find the Go module at $PWD"
-pkgdir=$(go list -f '{{.Dir}}' "$pkg") || die "cannot find package $pkg"
+modroot=$("$go" list -m -f '{{.Dir}}') || die "cannot find the Go module at $PWD"
+pkgdir=$("$go" list -f '{{.Dir}}' "$pkg") || die "cannot find package $pkg"
 [[ $(wc -l <<<"$pkgdir") -eq 1 ]] || die "give exactly one package, not $pkg"
-go test -c -o "$root/minibox/test" "$pkg" || die "cannot build the tests of $pkg"
+"$go" test -c -o "$root/minibox/test" "$pkg" || die "cannot build the tests of $pkg"
 # A package without test files builds no binary; go test -c says nothing.
 [[ -x $root/minibox/test ]] || die "$pkg has no tests"
 
@@ -270,7 +327,7 @@ if [[ ${#stage_pkgs[@]} -gt 0 ]]; then
 	# One go build for all of them: faster than one per stage. With several
 	# main packages and -o DIR/, each binary is named after its directory.
 	mkdir -p "$work/stages"
-	go build -o "$work/stages/" "${stage_pkgs[@]}" ||
+	"$go" build -o "$work/stages/" "${stage_pkgs[@]}" ||
 		die "cannot build the stage programs (${stage_pkgs[*]}); the tests run them from MINIBOX_STAGE_BIN"
 	for nn in "${!stage_num[@]}"; do
 		mv "$work/stages/${stage_num[$nn]}" "$root/stages/stage$nn"
@@ -351,7 +408,13 @@ vm_pid=$!
 # result line, write its exit status to a file, and drop what follows it (the
 # kernel's "reboot: Power down").
 marker="MINIBOX-V2VM-RESULT $nonce exit="
-awk -v marker="$marker" -v result="$work/result" '
+# mawk (Debian's awk) reads a pipe in blocks: without -W interactive it would
+# see the result line, and show the tests' output, only when QEMU exits.
+awk_opts=()
+if awk -W version 2>/dev/null | grep -q mawk; then
+	awk_opts=(-W interactive)
+fi
+awk ${awk_opts[@]+"${awk_opts[@]}"} -v marker="$marker" -v result="$work/result" '
 	done { next }
 	{
 		sub(/\r$/, "")
@@ -368,11 +431,32 @@ awk -v marker="$marker" -v result="$work/result" '
 	}' <"$work/serial" &
 filter_pid=$!
 
+# Once the result line is in, the exit status is known: the guest only has to
+# power off. If QEMU is still there 15 s later, stop it rather than wait for
+# MINIBOX_VM_TIMEOUT. (Polls a file: bash cannot wait for "a line was read".)
+(
+	trap - EXIT INT TERM HUP
+	while [[ ! -s $work/result ]]; do
+		kill -0 "$vm_pid" 2>/dev/null || exit 0
+		sleep 0.2
+	done
+	for ((i = 0; i < 75; i++)); do
+		kill -0 "$vm_pid" 2>/dev/null || exit 0
+		sleep 0.2
+	done
+	say "QEMU has not exited 15 s after the tests reported: stopping it"
+	kill -TERM "$vm_pid" 2>/dev/null || true
+) &
+watch_pid=$!
+
 vm_rc=0
 wait "$vm_pid" || vm_rc=$?
 vm_pid=
 wait "$filter_pid" || true
 filter_pid=
+kill "$watch_pid" 2>/dev/null || true
+wait "$watch_pid" 2>/dev/null || true
+watch_pid=
 
 if [[ ! -s $work/result ]]; then
 	if ((vm_rc == 124)); then
