@@ -1,12 +1,8 @@
 package stagetest
 
 import (
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
-
-	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 // Start-up cost of each stage: one container running busybox `true`,
@@ -25,14 +21,7 @@ func BenchmarkStage03RunTrueWithLimits(b *testing.B) {
 }
 
 func benchRun(b *testing.B, nn string, flags ...string) {
-	testenv.RequireRoot(b)
-	if setupErr != nil {
-		testenv.Require(b, false, setupErr.Error())
-	}
-	bin := filepath.Join(binDir, "stage"+nn)
-	if _, err := os.Stat(bin); err != nil {
-		b.Fatalf("stage binary %s missing: %v", bin, err)
-	}
+	bin := stageBinary(b, nn)
 	args := append(append([]string{"run"}, flags...), rootfsDir, "--", "true")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -81,6 +81,15 @@ func buildStages(dir string) error {
 // and that nothing leaks.
 func needStage(t *testing.T, nn string) string {
 	t.Helper()
+	bin := stageBinary(t, nn)
+	testenv.CheckLeaks(t)
+	return bin
+}
+
+// stageBinary returns the path of stageNN, after checking root and the
+// rootfs: the prerequisites of tests and benchmarks alike.
+func stageBinary(t testing.TB, nn string) string {
+	t.Helper()
 	testenv.RequireRoot(t)
 	if setupErr != nil {
 		testenv.Require(t, false, setupErr.Error())
@@ -89,7 +98,6 @@ func needStage(t *testing.T, nn string) string {
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("stage binary %s missing: %v", bin, err)
 	}
-	testenv.CheckLeaks(t)
 	return bin
 }
 
