@@ -4,38 +4,43 @@
 // This is stage 01 plus namespaces. The parent starts the child in new UTS,
 // PID, mount, IPC and network namespaces (clone(2) with CLONE_NEW* flags;
 // with --userns also a user namespace, whose root is an unprivileged host
-// uid). The child sets the hostname, gives ROOTFS a fresh /proc, a minimal
-// /dev and a read-only /sys, and moves into it with pivot_root instead of
-// chroot (rootfs.go), so the escape that beat stage 01 finds no way out.
-// The command runs as PID 1 of its PID namespace. Lesson 2
-// (`minibox lesson 2`) explains it.
+// uid). The child first checks that its namespaces are new, sets the
+// hostname, gives ROOTFS a fresh /proc, a minimal /dev and a read-only
+// /sys, and moves into it with pivot_root instead of chroot, so the escape
+// that beat stage 01 finds no way out. The command runs as PID 1 of its PID
+// namespace. Lesson 2 (`minibox lesson 2`) explains it.
 //
-//	sudo go run ./02-namespaces run [--hostname NAME] [--userns] ROOTFS -- CMD [ARGS...]
-//	sudo go run ./02-namespaces escape HOST-FILE   (run inside the container)
+//	go build -o stage02 ./02-namespaces && sudo ./stage02 run -v [--hostname NAME] [--userns] ROOTFS -- CMD [ARGS...]
+//
+// What it adds to stage 01, file by file (`minibox diff 2`):
+//
+//	new:     namespaces.go rootfs.go signals.go userns.go
+//	changed: main.go
 package main
 
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
+// stage is this program's name in messages: copying a stage forward
+// changes this line.
+const stage = "stage02"
+
 const usage = `usage:
-  stage02 run [--hostname NAME] [--userns] ROOTFS -- CMD [ARGS...]
+  ` + stage + ` run [-v] [--hostname NAME] [--userns] ROOTFS -- CMD [ARGS...]
                                         run CMD as PID 1 of new namespaces, in ROOTFS
+      -v                                narrate each kernel step on stderr
       --hostname NAME                   the hostname inside (default: a random id)
       --userns                          also a user namespace: root inside is host uid 100000
-  stage02 escape HOST-FILE              (inside a container) break out and read HOST-FILE`
+  ` + stage + ` escape HOST-FILE              (inside a container) break out and read HOST-FILE`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -56,13 +61,13 @@ func main() {
 // run is the parent: it checks the arguments, starts the child, waits for
 // it and returns the command's exit status.
 func run(args []string) int {
-	// First, before there is a container to leave behind: from now until
-	// this process exits, Ctrl-C, SIGTERM and SIGHUP no longer end it but
-	// arrive on sigs.
+	// First, before there is a container to leave behind: from now on,
+	// Ctrl-C, SIGTERM and SIGHUP kill the container (signals.go).
 	sigs := catchSignals()
 
 	flags := flag.NewFlagSet("run", flag.ContinueOnError)
 	flags.SetOutput(io.Discard) // errors are reported below, with the usage
+	verbose := flags.Bool("v", false, "")
 	hostname := flags.String("hostname", "", "")
 	userns := flags.Bool("userns", false, "")
 	if err := flags.Parse(args); err != nil {
@@ -76,15 +81,16 @@ func run(args []string) int {
 	if info, err := os.Stat(rootfs); err != nil || !info.IsDir() {
 		fail(1, "rootfs %s: not a directory (build one with `minibox rootfs`)", rootfs)
 	}
+	if *verbose {
+		os.Setenv(traceEnv, "1") // for the child too
+	}
 	if *hostname == "" {
 		*hostname = randomID()
 	}
 
-	// Re-execute this very program as "child", now in new namespaces:
-	// clone(2) with CLONE_NEW* flags (namespaces(7)), as in
-	// `unshare --uts --pid --mount --ipc --net --fork`. The child is the
-	// first process of its PID namespace, so it (and then the command it
-	// becomes) is PID 1 there.
+	// Re-execute this very program as "child", now in new namespaces
+	// (namespaces(7)). The child is the first process of its PID
+	// namespace, so it (and then the command it becomes) is PID 1 there.
 	cmd := exec.Command("/proc/self/exe", append([]string{"child", *hostname, rootfs}, command...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -98,81 +104,16 @@ func run(args []string) int {
 		Pdeathsig: syscall.SIGKILL,
 	}
 	if *userns {
-		addUserNamespace(cmd.SysProcAttr)
-		// setgroups(2) with an empty list, as `setpriv --clear-groups`:
-		// the child inherits our supplementary groups (under sudo, group 0:
-		// root), and inside the user namespace, where setgroups is denied,
-		// container root could not drop them: it could read the host's
-		// files that group root may read. Go applies this to all of its
-		// threads, so whichever thread starts the child has no groups.
-		must(syscall.Setgroups(nil), "setgroups (drop supplementary groups)")
+		addUserNamespace(cmd) // userns.go
 	}
+	passNamespaces(cmd, *userns) // the child's proof (namespaces.go)
 
-	if err := cmd.Start(); err != nil {
-		return exitStatus(err)
-	}
+	startChild(cmd)
 	go killOnSignal(sigs, cmd.Process)
 	if err := cmd.Wait(); err != nil {
 		return exitStatus(err)
 	}
 	return 0
-}
-
-// catchSignals has Ctrl-C (SIGINT), SIGTERM and SIGHUP delivered on a
-// channel instead of ending this process (signal(7)). Were they to end it,
-// the container would live on: its PID 1 ignores every signal it has no
-// handler for. So we stay alive and kill it (killOnSignal). A signal we
-// were started ignoring (by nohup, or as a background job of a script)
-// stays ignored.
-func catchSignals() chan os.Signal {
-	sigs := make(chan os.Signal, 1)
-	for _, sig := range []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP} {
-		if !signal.Ignored(sig) {
-			signal.Notify(sigs, sig)
-		}
-	}
-	return sigs
-}
-
-// killOnSignal waits for one of those signals and kills the container:
-// SIGKILL to its PID 1 (kill -9 PID), the one signal that PID 1 cannot
-// ignore when it comes from outside its namespace. When PID 1 dies, the
-// kernel kills every other process of its PID namespace. The stage then
-// exits with 128+9 = 137, as a shell reports a command killed by SIGKILL:
-// the container was killed. (Ctrl-C in an interactive shell inside does
-// not come here: that shell takes the terminal for itself.)
-func killOnSignal(sigs <-chan os.Signal, p *os.Process) {
-	<-sigs
-	_ = p.Kill() // kill -9 PID
-}
-
-// With --userns, uids and gids 0-65535 inside are 100000-165535 on the host:
-// the range /etc/subuid conventionally gives the first user, owned by no
-// one on the host. Container root is host uid 100000.
-const (
-	userNSHostID = 100000
-	userNSSize   = 65536
-)
-
-// addUserNamespace adds CLONE_NEWUSER (user_namespaces(7)). Before the
-// child runs, Go writes its maps, as root would with
-//
-//	echo deny > /proc/PID/setgroups     (no setgroups(2) inside: it could drop
-//	                                     a group that a file's mode denies)
-//	echo 0 100000 65536 > /proc/PID/uid_map
-//	echo 0 100000 65536 > /proc/PID/gid_map
-//
-// The child starts as host root, uid 0 outside, which the map does not
-// name (inside it shows as nobody, 65534); Credential makes it switch to
-// uid and gid 0 of the namespace, host uid 100000, before it executes. The
-// other namespaces, made in the same clone, belong to this user namespace:
-// root inside may mount, set the hostname… there, and nowhere else.
-func addUserNamespace(attr *syscall.SysProcAttr) {
-	attr.Cloneflags |= unix.CLONE_NEWUSER
-	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: userNSHostID, Size: userNSSize}}
-	attr.UidMappings, attr.GidMappings = ids, ids
-	attr.GidMappingsEnableSetgroups = false
-	attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: true}
 }
 
 // randomID is the default hostname: 12 random hex digits, like the short
@@ -191,110 +132,11 @@ func child(args []string) {
 	}
 	hostname, rootfs, command := args[0], args[1], args[2:]
 
-	// Refuse to work in the host's own mount or UTS namespace (after a
-	// stray `stage02 child ...`, or an edit that dropped CLONE_NEWNS or
-	// CLONE_NEWUTS): the steps below would rename the host and pivot_root
-	// the whole machine. /proc is still the host's here: /proc/1 is its init.
-	for _, ns := range []string{"mnt", "uts"} {
-		mine, _ := os.Readlink("/proc/self/ns/" + ns)
-		hosts, _ := os.Readlink("/proc/1/ns/" + ns)
-		if mine != "" && mine == hosts {
-			fail(1, "not in a new %s namespace: refusing to change the host's", ns)
-		}
-	}
-
-	// hostname NAME — changes the new UTS namespace only (sethostname(2)).
-	must(unix.Sethostname([]byte(hostname)), "sethostname %s", hostname)
+	// Before anything changes: are these namespaces really new?
+	checkNamespaces()
+	// Changes the new UTS namespace only (sethostname(2)).
+	must(unix.Sethostname([]byte(hostname)), "hostname %s", hostname)
 	// Private mounts; /proc, /dev and /sys; pivot_root (rootfs.go).
 	enterRootfs(rootfs)
-
-	path, err := exec.LookPath(command[0])
-	if errors.Is(err, fs.ErrPermission) {
-		// Found, but access(2) says not executable: 126, as in a shell.
-		fail(126, "%s: permission denied (is it executable?)", command[0])
-	}
-	if err != nil {
-		fail(127, "%s: command not found in %s", command[0], rootfs)
-	}
-	// exec CMD — the child process becomes the command (execve(2)).
-	err = unix.Exec(path, command, os.Environ())
-	fail(126, "exec %s: %v", command[0], err)
-}
-
-// escape breaks out of a chroot, as root, the classic way: chroot into a
-// subdirectory (so the current directory is now *outside* the root), walk up
-// with chdir("..") past where the old root was, and chroot(".") at the top.
-// It proves the escape by printing a file that exists only on the host.
-// It returns its exit status, so that its deferred clean-up always runs.
-func escape(args []string) int {
-	if len(args) != 1 {
-		fail(2, usage)
-	}
-	hostFile := args[0]
-	if _, err := os.Stat(hostFile); err == nil {
-		fmt.Printf("note: %s is already visible; not inside a chroot?\n", hostFile)
-	}
-
-	// Keep a handle on the chroot's own "/" so the helper directory can be
-	// removed afterwards: once out, "/.escape" would name a host path.
-	oldRoot, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY, 0)
-	if err != nil {
-		return escapeFailed("open /: %v", err)
-	}
-	defer unix.Unlinkat(oldRoot, ".escape", unix.AT_REMOVEDIR)
-
-	// mkdir /.escape && chroot /.escape — the root moves down, cwd stays up.
-	_ = os.Mkdir("/.escape", 0o700)
-	if err := unix.Chroot("/.escape"); err != nil {
-		return escapeFailed("chroot /.escape: %v", err)
-	}
-
-	// cd .. (many times) — the kernel stops ".." only at the process's
-	// root, and our cwd is no longer beneath it, so we climb to the real /.
-	for i := 0; i < 256; i++ {
-		if err := unix.Chdir(".."); err != nil {
-			return escapeFailed("chdir ..: %v", err)
-		}
-	}
-	// chroot . — make the host's real / our root again.
-	if err := unix.Chroot("."); err != nil {
-		return escapeFailed("chroot .: %v", err)
-	}
-
-	secret, err := os.ReadFile(hostFile)
-	if err != nil {
-		return escapeFailed("cannot read %s: %v", hostFile, err)
-	}
-	fmt.Printf("escaped! %s on the host says: %s", hostFile, secret)
-	return 0
-}
-
-func escapeFailed(format string, args ...any) int {
-	fmt.Fprintf(os.Stderr, "escape failed: "+format+"\n", args...)
-	return 1
-}
-
-// exitStatus turns the child's end into a shell-style exit status:
-// its exit code, or 128+N when signal N killed it.
-func exitStatus(err error) int {
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		fmt.Fprintln(os.Stderr, "stage02:", err)
-		return 1
-	}
-	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return exit.ExitCode()
-}
-
-func must(err error, format string, args ...any) {
-	if err != nil {
-		fail(1, "%s: %v", fmt.Sprintf(format, args...), err)
-	}
-}
-
-func fail(code int, format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "stage02: "+format+"\n", args...)
-	os.Exit(code)
+	execCommand(rootfs, command) // command.go
 }

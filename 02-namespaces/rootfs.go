@@ -97,7 +97,7 @@ func mountDev(dev string) {
 // the same).
 func bindDevice(dev, name string) {
 	host, target := filepath.Join("/dev", name), filepath.Join(dev, name)
-	must(os.WriteFile(target, nil, 0o666), "create %s", target)
+	must(os.WriteFile(target, nil, 0o666), "touch %s", target)
 	must(unix.Mount(host, target, "", unix.MS_BIND, ""), "mount --bind %s %s", host, target)
 }
 
@@ -122,14 +122,13 @@ func mountSys(target string) {
 // moved aside and then unmounted, and there is no host tree left anywhere
 // to climb to.
 func pivotRoot(rootfs string) {
-	// cd ROOTFS && pivot_root . . — passing "." for both the new root and
-	// the place to put the old one is the trick from pivot_root(2): the old
-	// root is stacked on top of the new one, and ROOTFS needs no spare
-	// directory to hold it.
-	must(unix.Chdir(rootfs), "chdir %s", rootfs)
-	must(unix.PivotRoot(".", "."), "pivot_root %s", rootfs)
-	// umount -l . — detach the old root, the host's whole tree, from the namespace.
-	must(unix.Unmount(".", unix.MNT_DETACH), "umount the old root")
-	// cd / — now the new root, ROOTFS.
-	must(unix.Chdir("/"), "chdir /")
+	// Passing "." for both the new root and the place to put the old one
+	// is the trick from pivot_root(2): the old root is stacked on top of
+	// the new one, and ROOTFS needs no spare directory to hold it.
+	must(unix.Chdir(rootfs), "cd %s", rootfs)
+	must(unix.PivotRoot(".", "."), "pivot_root . .")
+	// Detach the old root, the host's whole tree, from the namespace.
+	must(unix.Unmount(".", unix.MNT_DETACH), "umount -l .")
+	// Into the new root, ROOTFS.
+	must(unix.Chdir("/"), "cd /")
 }
