@@ -1,19 +1,14 @@
 package main
 
 // Control groups (cgroups(7)), what stage 03 adds: namespaces decide what
-// a process can see; a cgroup decides how much it may use. The kernel shows
-// cgroups as files: a directory is a group, its files are the group's
-// limits and counters, and a process joins by writing its PID into the
-// group's cgroup.procs. cgroup v2 has one tree at /sys/fs/cgroup, where one
-// directory holds memory.max, cpu.max and pids.max together; cgroup v1 has
-// one tree per controller (/sys/fs/cgroup/memory, …/cpu, …/pids), so a
-// group is a directory in each. Like runc and youki, the stage decides
-// once: /sys/fs/cgroup is a cgroup2 file system → v2; anything else (v1,
-// or "hybrid": v1 trees plus a v2 tree holding none of these) → v1.
-//
-// In order: createCgroup (make minibox/<id>, write the limits, open
-// cgroup.procs), passTo and joinCgroup (the child joins as its last step
-// before exec), reportOOM and remove (after the exit). Lesson 3 explains it.
+// a process can see; a cgroup decides how much it may use. A directory is a
+// group, its files are its limits and counters, and a process joins by
+// writing its PID into cgroup.procs. cgroup v2 is one tree at
+// /sys/fs/cgroup; cgroup v1 has one tree per controller (…/memory, …/cpu,
+// …/pids), so a group is a directory in each. Like runc and youki, the
+// stage decides once: /sys/fs/cgroup is a cgroup2 file system → v2;
+// anything else (v1, or "hybrid": v1 trees plus a v2 tree holding none of
+// these controllers) → v1. Lesson 3 explains it.
 
 import (
 	"errors"
@@ -21,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,17 +92,12 @@ func createCgroup(id string, l limits) (*cgroup, error) {
 	return g, nil
 }
 
-// dir is the group's directory for controller c.
-func (g *cgroup) dir(c string) string {
-	if g.v2 {
-		return filepath.Join(cgroupRoot, "minibox", g.id)
-	}
-	return filepath.Join(cgroupRoot, c, "minibox", g.id)
-}
-
 func (g *cgroup) create(settings []setting) error {
 	for _, s := range settings {
-		dir := g.dir(s.controller)
+		dir := filepath.Join(cgroupRoot, s.controller, "minibox", g.id) // v1: a tree per controller
+		if g.v2 {
+			dir = filepath.Join(cgroupRoot, "minibox", g.id)
+		}
 		if !slices.Contains(g.dirs, dir) {
 			if err := g.mkdir(dir, settings); err != nil {
 				return err
@@ -235,20 +226,16 @@ func (g *cgroup) reportOOM() {
 	if g == nil || !g.oom {
 		return
 	}
-	file := filepath.Join(g.dir("memory"), "memory.oom_control") // v1: "oom_kill 1" (Linux ≥ 4.13)
+	file := filepath.Join(g.dirs[0], "memory.oom_control") // v1 (Linux ≥ 4.13); memory comes first
 	if g.v2 {
-		file = filepath.Join(g.dir("memory"), "memory.events") // v2: "oom 1", "oom_kill 1"
+		file = filepath.Join(g.dirs[0], "memory.events")
 	}
-	data, err := os.ReadFile(file)
+	data, err := os.ReadFile(file) // "oom_kill 1" among other counters
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%s: warning: cannot tell whether the OOM killer struck: %v\n", stage, err)
-		return
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if n, ok := strings.CutPrefix(line, "oom_kill "); ok && n != "0" {
-			fmt.Fprintf(os.Stderr, "%s: out of memory: the kernel's OOM killer killed %s process(es) in this container (%s: %s)\n",
-				stage, n, filepath.Base(file), line)
-		}
+	} else if m := regexp.MustCompile(`(?m)^oom_kill ([1-9][0-9]*)$`).FindSubmatch(data); m != nil {
+		fmt.Fprintf(os.Stderr, "%s: out of memory: the kernel's OOM killer killed %s process(es) in this container (%s: %s)\n",
+			stage, m[1], filepath.Base(file), m[0])
 	}
 }
 
