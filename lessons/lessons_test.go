@@ -39,6 +39,7 @@ func TestLanguagesMatch(t *testing.T) {
 			assert.Equal(t, da[k].Timeout, db[k].Timeout, where)
 			assert.Equal(t, da[k].Exit, db[k].Exit, where)
 			assert.Equal(t, da[k].AnyExit, db[k].AnyExit, where)
+			assert.Equal(t, da[k].After, db[k].After, where)
 			assert.Equal(t, rules(da[k]), rules(db[k]), where)
 		}
 	}
@@ -72,7 +73,9 @@ func names(ls []*lesson.Lesson) []string {
 func rules(d *lesson.Demo) []string {
 	var out []string
 	for _, r := range d.Expect {
-		out = append(out, r.Raw)
+		// The block and its order matter too: "expect ordered" in one
+		// language only would check the other less.
+		out = append(out, fmt.Sprintf("block %d ordered=%v: %s", r.Block, r.Ordered, r.Raw))
 	}
 	return out
 }

@@ -20,8 +20,10 @@ tree, coloured in a terminal, and a one-line summary of files and lines
 added and removed.
 
 Each stage is the previous one copied forward plus exactly one mechanism, so
-minibox diff 2 shows namespaces and nothing else.`,
-		Example: `  minibox diff 2       # 01-chroot → 02-namespaces
+minibox diff 2 shows namespaces and nothing else. The first stage has nothing
+before it: minibox diff 1 shows it whole, every file as new.`,
+		Example: `  minibox diff 1       # 01-chroot whole, every line added
+  minibox diff 2       # 01-chroot → 02-namespaces
   minibox diff 1 3     # 01-chroot → 03-cgroups`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -46,6 +48,8 @@ minibox diff 2 shows namespaces and nothing else.`,
 			if err != nil {
 				return err
 			}
+			// The first stage has nothing before it: it is shown whole,
+			// every file as new (older.Dir is "").
 			diffs, err := stagediff.Diff(older.Dir, newer.Dir, older.Name, newer.Name)
 			if err != nil {
 				return err
@@ -56,6 +60,8 @@ minibox diff 2 shows namespaces and nothing else.`,
 	}
 }
 
+// olderStage is the stage to diff against: the first number given, else
+// the stage before newer; for the first stage, a zero Stage (no folder).
 func olderStage(src string, nums []int, newer stages.Stage) (stages.Stage, error) {
 	if len(nums) == 2 {
 		return stages.Find(src, nums[0])
@@ -71,7 +77,7 @@ func olderStage(src string, nums []int, newer stages.Stage) (stages.Stage, error
 		}
 	}
 	if prev == nil {
-		return stages.Stage{}, fmt.Errorf("stage %s is the first stage: there is no previous stage to diff against", newer.Name)
+		return stages.Stage{}, nil
 	}
 	return *prev, nil
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,10 +26,17 @@ import (
 )
 
 type lessonFlags struct {
-	lang, style string
-	yes, check  bool
-	rootfs      string
+	lang, style  string
+	yes, check   bool
+	read         bool
+	demo, from   int
+	timeoutScale string
+	rootfs       string
 }
+
+// lessonFiles holds the lessons the lesson command reads; tests swap in
+// their own (testdata/lessons).
+var lessonFiles fs.FS = lessons.FS
 
 func newLessonCmd(s *streams) *cobra.Command {
 	var f lessonFlags
@@ -38,8 +47,8 @@ func newLessonCmd(s *streams) *cobra.Command {
 
 Before a lesson runs, the stage programs (stage01, stage02, …) are built from
 your working tree, so an edit to 02-namespaces/main.go shows in the next run.
-Each demo's command is shown, then its output streamed behind a │ gutter;
-expectations are checked after it and marked ✓ or ✗.
+Each demo's number and command are shown, then its output streamed behind a
+│ gutter; expectations are checked after it and marked ✓ or ✗.
 
 In a terminal, minibox pauses before each demo: Enter runs it, s skips it,
 q quits. With --yes, or when input or output is not a terminal, it runs
@@ -47,10 +56,28 @@ straight through. --check runs every demo and stops with a non-zero exit
 status at the first unmet expectation: the test suite uses it to keep every
 lesson working.
 
+--read shows the lesson with every demo's commands and what each demo checks,
+and runs nothing: it needs no root, no Go and no demo rootfs. In a terminal it
+goes through a pager, as git does: $PAGER, else less -R (with LESS=FRX unless
+LESS is set); PAGER=cat, or output that is not a terminal, prints directly.
+
+--demo K runs demo K alone and --from K starts at demo K, skipping the prose
+before it; both show the demo numbers the full lesson shows. A demo that
+builds on files an earlier demo makes says so (after=N in the lesson), and
+that demo runs first. A partial run never marks the lesson done.
+
+On a slow machine, --timeout-scale F (or MINIBOX_DEMO_TIMEOUT=F) gives every
+demo F times its usual time to finish.
+
 A lesson that finishes with every demo run and every expectation met is
 marked done in your progress (see minibox lessons --help).`,
 		Example: `  sudo minibox lesson 1
   sudo minibox lesson 2 --lang zh
+  minibox lesson 3 --read                 # no root, no Go: read it, demos shown
+  minibox lesson 2 --read --lang zh | less -R
+  sudo minibox lesson 2 --demo 4          # demo 4 only (and what it builds on)
+  sudo minibox lesson 2 --from 6          # demo 6 and every demo after it
+  sudo minibox lesson 3 --timeout-scale 2 # a slow classroom machine
   sudo minibox lesson 3 --yes --check`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -62,10 +89,48 @@ marked done in your progress (see minibox lessons --help).`,
 	cmd.Flags().BoolVarP(&f.yes, "yes", "y", false, "run every demo without pausing")
 	cmd.Flags().BoolVar(&f.check, "check", false, "run every demo; exit non-zero at the first unmet expectation")
 	cmd.Flags().StringVar(&f.style, "style", "", "glamour style: dark, light, notty, ascii, dracula, pink, tokyo-night, auto, or a JSON style file (default $GLAMOUR_STYLE, else auto)")
+	cmd.Flags().BoolVar(&f.read, "read", false, "show the demos and their checks, run nothing (no root)")
+	cmd.Flags().IntVar(&f.demo, "demo", 0, "run only demo `K` (and the earlier demos it builds on)")
+	cmd.Flags().IntVar(&f.from, "from", 0, "start at demo `K`: run it and every demo after it")
+	cmd.Flags().StringVar(&f.timeoutScale, "timeout-scale", "", "multiply demo timeouts by `F` ($MINIBOX_DEMO_TIMEOUT)")
 	return cmd
 }
 
 func runLesson(s *streams, f lessonFlags, arg string) (err error) {
+	n, err := strconv.Atoi(arg)
+	if err != nil {
+		return fmt.Errorf("lesson: expected a lesson number, got %q (minibox lessons lists them)", arg)
+	}
+	if f.read && f.check {
+		return errors.New("--read runs nothing and --check runs every demo: choose one")
+	}
+	lang := f.lang
+	if lang == "" {
+		lang = lesson.LangFromEnv(os.Getenv)
+	}
+	l, err := lesson.Find(lessonFiles, lang, n)
+	if err != nil {
+		return fmt.Errorf("--lang %s: %w", lang, err)
+	}
+	// Wrong demo numbers and bad timeouts are reported before any slow work.
+	if err := lesson.CheckSelection(len(l.Demos()), f.demo, f.from); err != nil {
+		return fmt.Errorf("lesson %d: %w", n, err)
+	}
+	scale := 1.0
+	if !f.read {
+		if scale, err = timeoutScale(f.timeoutScale, os.Getenv); err != nil {
+			return err
+		}
+	}
+	// The renderer first: a bad --style is reported before any slow work.
+	render, width, err := newRender(s, f)
+	if err != nil {
+		return err
+	}
+	if f.read {
+		return readLesson(s, l, f, render, width)
+	}
+
 	// Ctrl-C, SIGTERM, a closed terminal or a closed pipe (minibox lesson 1
 	// | head) all end the lesson the same way, at any point: the running
 	// demo or build gets SIGTERM and cleans up, then so does minibox.
@@ -77,23 +142,6 @@ func runLesson(s *streams, f lessonFlags, arg string) (err error) {
 		}
 	}()
 
-	n, err := strconv.Atoi(arg)
-	if err != nil {
-		return fmt.Errorf("lesson: expected a lesson number, got %q (minibox lessons lists them)", arg)
-	}
-	lang := f.lang
-	if lang == "" {
-		lang = lesson.LangFromEnv(os.Getenv)
-	}
-	l, err := lesson.Find(lessons.FS, lang, n)
-	if err != nil {
-		return fmt.Errorf("--lang %s: %w", lang, err)
-	}
-	// The renderer first: a bad --style is reported before any slow work.
-	render, err := newRender(s, f)
-	if err != nil {
-		return err
-	}
 	rootfsDir := rootfs.Dir(f.rootfs)
 	if err := prepareNeeds(s.out, l, rootfsDir); err != nil {
 		return &exitError{code: 1, err: err}
@@ -116,18 +164,61 @@ func runLesson(s *streams, f lessonFlags, arg string) (err error) {
 	}
 
 	runner := &lesson.Runner{
-		Out:    s.out,
-		Render: render,
-		Check:  f.check,
-		Env:    lesson.DemoEnv(os.Environ(), binDir, rootfsDir, workDir, l.Number),
-		Dir:    workDir,
-		Color:  isTerminal(s.out),
+		Out:          s.out,
+		Render:       render,
+		Check:        f.check,
+		Env:          lesson.DemoEnv(os.Environ(), binDir, rootfsDir, workDir, l.Number),
+		Dir:          workDir,
+		Color:        isTerminal(s.out),
+		Only:         f.demo,
+		From:         f.from,
+		TimeoutScale: scale,
+		Width:        width,
 	}
 	if in, ok := s.in.(*os.File); ok && !f.yes && !f.check && isTerminal(s.out) && isTerminal(in) {
 		runner.Prompt = keyPrompt(in, s.out)
 	}
 	rep, err := runner.Run(ctx, l)
-	return finishLesson(s.out, l, rep, f.check, err)
+	return finishLesson(s.out, l, rep, f, err)
+}
+
+// readLesson shows the lesson with its demos and runs nothing, through a
+// pager when the output is a terminal.
+func readLesson(s *streams, l *lesson.Lesson, f lessonFlags, render func(string) (string, error), width int) error {
+	out, wait := startPager(s.out, s.err, os.Getenv)
+	defer wait()
+	runner := &lesson.Runner{
+		Out:    out,
+		Render: render,
+		Color:  isTerminal(s.out),
+		Read:   true,
+		Only:   f.demo,
+		From:   f.from,
+		Width:  width,
+	}
+	if _, err := runner.Run(context.Background(), l); err != nil {
+		return &exitError{code: 1, err: err}
+	}
+	return nil
+}
+
+// timeoutScale reads the factor that multiplies every demo's timeout:
+// the --timeout-scale flag, else $MINIBOX_DEMO_TIMEOUT, else 1.
+func timeoutScale(flag string, getenv func(string) string) (float64, error) {
+	value, source := flag, "--timeout-scale"
+	if value == "" {
+		value, source = getenv("MINIBOX_DEMO_TIMEOUT"), "MINIBOX_DEMO_TIMEOUT"
+	}
+	if value == "" {
+		return 1, nil
+	}
+	f, err := strconv.ParseFloat(value, 64)
+	// The upper bound keeps a typo (200 for 2.00) from hiding a hung demo
+	// for hours, and the duration arithmetic far from overflowing.
+	if err != nil || math.IsNaN(f) || f <= 0 || f > 100 {
+		return 0, fmt.Errorf("%s=%q: expected a factor that multiplies every demo's timeout, a number above 0 and at most 100, like 2 or 2.5", source, value)
+	}
+	return f, nil
 }
 
 // signalContext returns a context cancelled by the first of SIGINT,
@@ -242,8 +333,9 @@ func buildLessonStages(ctx context.Context, out io.Writer, n int, binDir string)
 
 // newRender chooses the glamour style once, here, before any demo runs:
 // "auto" asks the terminal for its background colour, which must not
-// happen while a demo owns the terminal.
-func newRender(s *streams, f lessonFlags) (func(string) (string, error), error) {
+// happen while a demo owns the terminal. It also returns the width it
+// renders for.
+func newRender(s *streams, f lessonFlags) (func(string) (string, error), int, error) {
 	requested, source := f.style, "--style"
 	if requested == "" {
 		requested, source = os.Getenv("GLAMOUR_STYLE"), "$GLAMOUR_STYLE"
@@ -259,10 +351,11 @@ func newRender(s *streams, f lessonFlags) (func(string) (string, error), error) 
 	// plain style will be used anyway.
 	if requested != "" && requested != "auto" {
 		if _, err := lesson.NewRenderer(requested, width); err != nil {
-			return nil, fmt.Errorf("%s %q: not a glamour style (dark, light, notty, ascii, dracula, pink, tokyo-night, auto) nor a readable style file: %w", source, requested, err)
+			return nil, 0, fmt.Errorf("%s %q: not a glamour style (dark, light, notty, ascii, dracula, pink, tokyo-night, auto) nor a readable style file: %w", source, requested, err)
 		}
 	}
-	return lesson.NewRenderer(lesson.StyleName(f.style, os.Getenv, tty), width)
+	render, err := lesson.NewRenderer(lesson.StyleName(f.style, os.Getenv, tty), width)
+	return render, width, err
 }
 
 // keyPrompt asks before each demo and reads a single key: Enter runs, s
@@ -319,7 +412,7 @@ func readKey(ctx context.Context, in *os.File) (byte, error) {
 	}
 }
 
-func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, check bool, err error) error {
+func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, f lessonFlags, err error) error {
 	switch {
 	case errors.Is(err, lesson.ErrQuit):
 		fmt.Fprintf(out, "\nLesson %d left before the end; minibox lesson %d starts it again.\n", l.Number, l.Number)
@@ -335,8 +428,12 @@ func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, check bool
 		fmt.Fprintf(out, "Lesson %d: %d demo(s) run, %d skipped; run them all to mark the lesson done.\n", l.Number, rep.Ran, rep.Skipped)
 		return nil
 	}
+	if f.demo != 0 || f.from != 0 {
+		fmt.Fprintf(out, "Lesson %d: %d demo(s) run, every expectation met; a partial run (--demo, --from) does not mark the lesson done.\n", l.Number, rep.Ran)
+		return nil
+	}
 	fmt.Fprintf(out, "Lesson %d done: %d demo(s), every expectation met.\n", l.Number, rep.Ran)
-	if check {
+	if f.check {
 		return nil // a check (make tour, the tests) is not the student's progress
 	}
 	progress, err := lesson.LoadProgress(lesson.ProgressPath(os.Getenv))

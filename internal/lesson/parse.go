@@ -3,6 +3,7 @@ package lesson
 import (
 	"fmt"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -97,7 +98,7 @@ func (p *parser) body(l *Lesson) error {
 		switch {
 		case fence != "" && len(word) > 0 && word[0] == "demo":
 			flush()
-			d, err := p.demo(fence, word[1:])
+			d, err := p.demo(fence, word[1:], len(l.Demos())+1)
 			if err != nil {
 				return err
 			}
@@ -107,7 +108,7 @@ func (p *parser) body(l *Lesson) error {
 			if last == nil {
 				return p.errorf(p.i+1, "expect block with no demo block right before it")
 			}
-			if err := p.expect(fence, last); err != nil {
+			if err := p.expect(fence, word[1:], last); err != nil {
 				return err
 			}
 		case fence != "":
@@ -171,11 +172,17 @@ func (p *parser) skipFence(fence string) []string {
 	return p.lines[start : p.i+1]
 }
 
-func (p *parser) demo(fence string, options []string) (*Demo, error) {
-	d := &Demo{Line: p.i + 1, Timeout: DefaultTimeout}
+func (p *parser) demo(fence string, options []string, number int) (*Demo, error) {
+	d := &Demo{Number: number, Line: p.i + 1, Timeout: DefaultTimeout}
 	for _, opt := range options {
 		key, value, _ := strings.Cut(opt, "=")
 		switch key {
+		case "after":
+			after, err := parseAfter(value, number)
+			if err != nil {
+				return nil, p.errorf(d.Line, "demo option %q: %v", opt, err)
+			}
+			d.After = after
 		case "timeout":
 			t, err := time.ParseDuration(value)
 			if err != nil || t <= 0 {
@@ -193,7 +200,7 @@ func (p *parser) demo(fence string, options []string) (*Demo, error) {
 			}
 			d.Exit = n
 		default:
-			return nil, p.errorf(d.Line, "unknown demo option %q (known: timeout=DURATION, exit=N|any)", opt)
+			return nil, p.errorf(d.Line, "unknown demo option %q (known: timeout=DURATION, exit=N|any, after=N[,M…])", opt)
 		}
 	}
 	body, err := p.block(fence)
@@ -207,8 +214,33 @@ func (p *parser) demo(fence string, options []string) (*Demo, error) {
 	return d, nil
 }
 
-func (p *parser) expect(fence string, d *Demo) error {
+// parseAfter reads after=N[,M…]: earlier demos this one builds on.
+func parseAfter(value string, number int) ([]int, error) {
+	var after []int
+	for _, field := range strings.Split(value, ",") {
+		n, err := strconv.Atoi(field)
+		if err != nil || n < 1 || n >= number {
+			return nil, fmt.Errorf("expected after=N or after=N,M with numbers of earlier demos (1 to %d; this is demo %d)", number-1, number)
+		}
+		after = append(after, n)
+	}
+	sort.Ints(after)
+	return after, nil
+}
+
+func (p *parser) expect(fence string, options []string, d *Demo) error {
 	start := p.i
+	ordered := false
+	for _, opt := range options {
+		if opt != "ordered" {
+			return p.errorf(start+1, "unknown expect option %q (known: ordered)", opt)
+		}
+		ordered = true
+	}
+	block := 1
+	if n := len(d.Expect); n > 0 {
+		block = d.Expect[n-1].Block + 1
+	}
 	body, err := p.block(fence)
 	if err != nil {
 		return err
@@ -222,6 +254,7 @@ func (p *parser) expect(fence string, d *Demo) error {
 		if err != nil {
 			return p.errorf(start+2+k, "%v", err)
 		}
+		r.Block, r.Ordered = block, ordered
 		d.Expect = append(d.Expect, r)
 	}
 	return nil

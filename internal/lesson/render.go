@@ -46,8 +46,11 @@ func NewRenderer(style string, width int) (func(string) (string, error), error) 
 	options := []glamour.TermRendererOption{
 		glamour.WithStylePath(style),
 		// glamour indents the text by a 2-column margin on top of the wrap
-		// width: leave room for it on both sides.
-		glamour.WithWordWrap(width - 2*margin),
+		// width: leave room for it on both sides. Two columns more: its
+		// word wrapper breaks after a run of hyphens and lets a line
+		// holding a flag (`--memory`) run two columns past the limit
+		// (lessons/render_test.go finds those lines at 80 columns).
+		glamour.WithWordWrap(width - 2*margin - 2),
 		// Colours as the terminal announces them ($TERM, $COLORTERM,
 		// $NO_COLOR), not always 24-bit.
 		glamour.WithColorProfile(termenv.EnvColorProfile()),

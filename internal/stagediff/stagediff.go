@@ -29,7 +29,9 @@ type Summary struct {
 }
 
 // Diff compares every regular file under oldDir and newDir. Labels name the
-// two sides in the diff headers ("01-chroot", "02-namespaces").
+// two sides in the diff headers ("01-chroot", "02-namespaces"). An empty
+// oldDir is nothing: every file of newDir is new, under "--- /dev/null"
+// as in git (the first stage, shown whole).
 func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
 	oldFiles, err := files(oldDir)
 	if err != nil {
@@ -59,9 +61,13 @@ func Diff(oldDir, newDir, oldLabel, newLabel string) ([]FileDiff, error) {
 		if inOld && inNew && a == b {
 			continue
 		}
+		from := oldLabel + "/" + p
+		if oldDir == "" {
+			from = "/dev/null"
+		}
 		text, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
 			A: splitLines(a), B: splitLines(b),
-			FromFile: oldLabel + "/" + p, ToFile: newLabel + "/" + p,
+			FromFile: from, ToFile: newLabel + "/" + p,
 			Context: 3,
 		})
 		if err != nil {
@@ -106,6 +112,9 @@ func splitLines(s string) []string {
 // files reads every regular file under dir, keyed by relative path.
 func files(dir string) (map[string]string, error) {
 	out := map[string]string{}
+	if dir == "" {
+		return out, nil // no folder: the side before the first stage
+	}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

@@ -233,3 +233,14 @@ func TestPrint(t *testing.T) {
 		assert.Equal(t, "0 file(s) changed, 0 line(s) added, 0 removed\n", b.String())
 	})
 }
+
+// With no older folder (the first stage), every file is new and whole.
+func TestDiffAgainstNothing(t *testing.T) {
+	newDir := writeTree(t, map[string]string{"main.go": "package main\n", "sub/x.go": "a\nb\n"})
+	diffs, err := stagediff.Diff("", newDir, "", "01-chroot")
+	require.NoError(t, err)
+	require.Len(t, diffs, 2)
+	assert.Equal(t, "--- /dev/null\n+++ 01-chroot/main.go\n@@ -0,0 +1 @@\n+package main\n", diffs[0].Unified)
+	assert.True(t, diffs[1].New)
+	assert.Equal(t, stagediff.Summary{Files: 2, NewFiles: 2, Added: 3}, stagediff.Summarize(diffs))
+}
