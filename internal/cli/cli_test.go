@@ -90,9 +90,12 @@ func TestDiff(t *testing.T) {
 	require.Equal(t, 0, code)
 	assert.Contains(t, out, "-\tunshare()", "diff N M compares N → M")
 
-	_, stderr, code = minibox(t, "diff", "1")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "stage 01-first is the first stage: there is no previous stage to diff against")
+	// The first stage has nothing before it: it is shown whole.
+	out, stderr, code = minibox(t, "diff", "1")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "--- /dev/null\n+++ 01-first/main.go\n@@ -0,0 +1,5 @@\n"+
+		"+package main\n+\n+func main() {\n+\tchroot()\n+}\n"+
+		"1 file(s) changed (1 new, 0 removed), 5 line(s) added, 0 removed\n", out)
 
 	_, stderr, code = minibox(t, "diff", "7")
 	assert.Equal(t, 1, code)
@@ -118,6 +121,10 @@ func TestDoctorOnThisMachine(t *testing.T) {
 	testenv.RequireRoot(t)
 	// An unbuilt demo rootfs is only a warning: the first lesson builds it.
 	missing := filepath.Join(t.TempDir(), "not-built")
+	// Both temporary directories share this parent, which t.TempDir makes
+	// 0700: container root (--userns) could not reach a rootfs below it,
+	// which doctor rightly reports.
+	require.NoError(t, os.Chmod(filepath.Dir(filepath.Dir(missing)), 0o755))
 	out, _, code := minibox(t, "doctor", "--rootfs", missing)
 	assert.Equal(t, 0, code, out)
 	assert.Contains(t, out, missing+" is not built")

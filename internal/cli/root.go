@@ -84,6 +84,7 @@ Start here:
 		newDiffCmd(s),
 		newDoctorCmd(s),
 		newRootfsCmd(s),
+		newCleanupCmd(s),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -15,7 +16,8 @@ type CgroupMode struct {
 
 // ParseCgroupMounts reads /proc/self/mountinfo for cgroup and cgroup2
 // mounts (proc(5)): a v1 mount's super options name its controllers. When
-// a hierarchy is mounted twice, the first mount counts, as in stage 03.
+// a hierarchy is mounted twice, the first mount counts. Its Mode is what
+// the mounts show; Decide then applies stage 03's rule.
 func ParseCgroupMounts(mountinfo string) CgroupMode {
 	m := CgroupMode{V1: map[string]string{}}
 	for _, line := range strings.Split(mountinfo, "\n") {
@@ -55,16 +57,41 @@ func ParseCgroupMounts(mountinfo string) CgroupMode {
 	return m
 }
 
+// CgroupRoot is where stage 03 looks for cgroups.
+const CgroupRoot = "/sys/fs/cgroup"
+
+// Decide applies stage 03's rule (as runc and youki decide): when
+// /sys/fs/cgroup is itself a cgroup2 file system (statfs), the host is v2
+// and every controller comes from that one tree; otherwise it is v1, hybrid
+// included, with one tree per controller, and a cgroup2 tree elsewhere
+// (/sys/fs/cgroup/unified) is not used.
+func (m CgroupMode) Decide(rootIsCgroup2 bool) CgroupMode {
+	if rootIsCgroup2 {
+		m.Mode, m.V2Root, m.V1 = "v2", CgroupRoot, map[string]string{}
+		return m
+	}
+	m.V2Available, m.V2Enabled = nil, nil
+	switch {
+	case len(m.V1) == 0:
+		m.Mode = "none"
+	case m.V2Root != "":
+		m.Mode = "hybrid"
+	default:
+		m.Mode = "v1"
+	}
+	return m
+}
+
 // Usable returns, for each of memory, cpu and pids, which version provides
-// it ("v2", "v1" or "" when neither). A controller counts as v2 only when
-// the cgroup2 root lists it: on a hybrid host v1 keeps the ones it mounts.
+// it ("v2", "v1" or "" when neither): on a v2 host the ones the root's
+// cgroup.controllers lists, elsewhere the ones a v1 tree mounts.
 func (m CgroupMode) Usable() map[string]string {
 	out := map[string]string{}
 	for _, c := range []string{"memory", "cpu", "pids"} {
 		switch {
-		case contains(m.V2Available, c):
+		case m.Mode == "v2" && contains(m.V2Available, c):
 			out[c] = "v2"
-		case m.V1[c] != "":
+		case m.Mode != "v2" && m.V1[c] != "":
 			out[c] = "v1"
 		default:
 			out[c] = ""
@@ -86,8 +113,8 @@ func contains(list []string, s string) bool {
 // cgroup2 root's cgroup.subtree_control does not enable, in the order
 // memory, cpu, pids. A group below the root gets a controller only when
 // the root enables it, and stage 03 never changes the host's root group:
-// it stops and prints the command that enables them (notEnabled in
-// 03-cgroups/cgroups.go). Doctor decides the same way.
+// it stops and prints the command that enables them. Doctor decides the
+// same way. Only a v2 host has any.
 func (m CgroupMode) NotEnabled() []string {
 	usable := m.Usable()
 	var out []string
@@ -106,22 +133,9 @@ func (m CgroupMode) EnableCommand(controllers []string) string {
 }
 
 func checkCgroups(h Host) Result {
-	mi, err := h.ReadFile("/proc/self/mountinfo")
+	m, err := hostCgroups(h)
 	if err != nil {
 		return Result{Status: Fail, Detail: err.Error()}
-	}
-	m := ParseCgroupMounts(mi)
-	if m.V2Root != "" {
-		// Stage 03 stops when it cannot read this file.
-		c, err := h.ReadFile(m.V2Root + "/cgroup.controllers")
-		if err != nil {
-			return Result{Status: Fail, Detail: describeMode(m) + "; " + err.Error()}
-		}
-		m.V2Available = strings.Fields(c)
-		// Unreadable counts as empty, as in stage 03.
-		if c, err := h.ReadFile(m.V2Root + "/cgroup.subtree_control"); err == nil {
-			m.V2Enabled = strings.Fields(c)
-		}
 	}
 	usable := m.Usable()
 	var parts, missing []string
@@ -146,7 +160,7 @@ func checkCgroups(h Host) Result {
 			noun += "s"
 		}
 		if m.Mode == "none" {
-			fixes = append(fixes, "mount the cgroup filesystem: mount -t cgroup2 none /sys/fs/cgroup  (systemd hosts do it at boot)")
+			fixes = append(fixes, "mount the cgroup filesystem: mount -t cgroup2 none "+CgroupRoot+"  (systemd hosts do it at boot)")
 		} else {
 			fixes = append(fixes, "the kernel offers no "+strings.Join(missing, ", ")+noun+": remove cgroup_disable=… from the kernel command line, or add cgroup_enable=memory (Raspberry Pi: cgroup_enable=memory cgroup_memory=1), and reboot")
 		}
@@ -161,6 +175,29 @@ func checkCgroups(h Host) Result {
 	return Result{Status: OK, Detail: detail}
 }
 
+// hostCgroups reads the host's cgroup mode as stage 03 decides it, with
+// the v2 root's controllers.
+func hostCgroups(h Host) (CgroupMode, error) {
+	mi, err := h.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return CgroupMode{}, err
+	}
+	m := ParseCgroupMounts(mi).Decide(h.IsCgroup2(CgroupRoot))
+	if m.Mode == "v2" {
+		// Stage 03 stops when it cannot read this file.
+		c, err := h.ReadFile(m.V2Root + "/cgroup.controllers")
+		if err != nil {
+			return m, fmt.Errorf("%s; %w", describeMode(m), err)
+		}
+		m.V2Available = strings.Fields(c)
+		// Unreadable counts as empty, as in stage 03.
+		if c, err := h.ReadFile(m.V2Root + "/cgroup.subtree_control"); err == nil {
+			m.V2Enabled = strings.Fields(c)
+		}
+	}
+	return m, nil
+}
+
 func describeMode(m CgroupMode) string {
 	switch m.Mode {
 	case "v2":
@@ -169,6 +206,9 @@ func describeMode(m CgroupMode) string {
 		return "hybrid: v1 controllers under " + parentDir(m.V1) + ", cgroup2 at " + m.V2Root
 	case "v1":
 		return "cgroup v1 under " + parentDir(m.V1)
+	}
+	if m.V2Root != "" {
+		return CgroupRoot + " is not cgroup2 and holds no v1 controller trees (cgroup2 at " + m.V2Root + " is not where minibox looks)"
 	}
 	return "no cgroup filesystem mounted"
 }

@@ -2,10 +2,12 @@ package doctor
 
 import (
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/stages"
 )
 
@@ -21,6 +23,7 @@ func Checks() []Check {
 		{"kernel", checkKernel},
 		{"namespaces", checkNamespaces},
 		{"cgroups", checkCgroups},
+		{"cgroup join", checkCgroupJoin},
 		{"overlayfs", checkOverlay},
 		{"mount propagation", checkPropagation},
 		{"ip forwarding", checkIPForward},
@@ -29,7 +32,9 @@ func Checks() []Check {
 		{"go toolchain", checkGo},
 		{"static busybox", checkBusybox},
 		{"demo rootfs", checkRootfs},
+		{"rootfs access", checkRootfsAccess},
 		{"container", checkContainer},
+		{"leftovers", checkLeftovers},
 	}
 }
 
@@ -52,6 +57,29 @@ func checkKernel(h Host) Result {
 	}
 	return Result{Status: Fail, Detail: fmt.Sprintf("Linux %s is older than %d.%d", rel, MinKernel[0], MinKernel[1]),
 		Fix: "use a newer distribution (Debian 11+, Ubuntu 20.04+) or upgrade the kernel"}
+}
+
+// FdJoinKernel is the first kernel with the fix for CVE-2021-4197: a
+// write to cgroup.procs is checked against the credentials of whoever
+// opened the file, not of the writer. Stage 03's parent opens the group's
+// cgroup.procs and the child joins through it from inside the container;
+// with --userns on cgroup v2 the writer is host uid 100000, which an older
+// kernel refuses. Stable kernels got the fix as backports, which the
+// version alone cannot tell.
+var FdJoinKernel = [2]int{5, 16}
+
+func checkCgroupJoin(h Host) Result {
+	if m, err := hostCgroups(h); err == nil && m.Mode != "v2" {
+		return Result{Status: OK, Detail: "cgroup v1 checks the joining process, not the file: no kernel fix needed"}
+	}
+	rel := h.KernelRelease()
+	major, minor, ok := parseKernel(rel)
+	if ok && (major > FdJoinKernel[0] || major == FdJoinKernel[0] && minor >= FdJoinKernel[1]) {
+		return Result{Status: OK, Detail: fmt.Sprintf("Linux %s has the CVE-2021-4197 fix (%d.%d): with --userns a container joins its v2 group through its parent's fd", rel, FdJoinKernel[0], FdJoinKernel[1])}
+	}
+	return Result{Status: Warn,
+		Detail: fmt.Sprintf("cannot tell whether Linux %s has the CVE-2021-4197 fix (in %d.%d, backported to some stable kernels): without it stage 03 --userns with limits fails joining its cgroup (permission denied)", rel, FdJoinKernel[0], FdJoinKernel[1]),
+		Fix:    fmt.Sprintf("if it fails: run stage 03 without --userns, or use Linux %d.%d or newer (every lesson demo runs without it)", FdJoinKernel[0], FdJoinKernel[1])}
 }
 
 // parseKernel reads "6.1.0-18-cloud-amd64" as 6, 1.
@@ -267,6 +295,59 @@ func checkRootfs(h Host) Result {
 		return Result{Status: OK, Detail: dir}
 	}
 	return Result{Status: Warn, Detail: dir + " is not built (the first lesson that needs it builds it)", Fix: "sudo minibox rootfs  (or: make rootfs)"}
+}
+
+// checkRootfsAccess checks that every directory from / down to the rootfs
+// is searchable by others (o+x): with --userns, container root is host uid
+// 100000, an "other" to directories root owns, and must walk the path to
+// its root file system. Directories not made yet are skipped: the rootfs
+// build makes them 0755.
+func checkRootfsAccess(h Host) Result {
+	dir, _ := h.RootfsBuilt()
+	var closed []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if mode, err := h.Mode(d); err == nil && mode&0o001 == 0 {
+			closed = append([]string{d}, closed...)
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	if len(closed) == 0 {
+		return Result{Status: OK, Detail: "every directory down to " + dir + " is searchable by others (--userns needs it)"}
+	}
+	return Result{Status: Fail,
+		Detail: strings.Join(closed, ", ") + " not searchable by others: with --userns container root (host uid 100000) cannot reach " + dir + " (lesson 2)",
+		Fix:    "chmod o+x " + strings.Join(closed, " ") + "  (or keep the rootfs elsewhere: --rootfs DIR or MINIBOX_ROOTFS)"}
+}
+
+// checkLeftovers lists what an interrupted lesson or a killed stage left
+// (the cleanup registry, removing nothing). Objects minibox leaves on
+// purpose (the empty minibox/ cgroup parent) and ones in use by a running
+// container are not leftovers.
+func checkLeftovers(h Host) Result {
+	objs, err := h.Leftovers()
+	if err != nil {
+		return Result{Status: Warn, Detail: "cannot look for leftovers: " + err.Error(), Fix: "sudo minibox cleanup --dry-run"}
+	}
+	var left []string
+	for _, o := range objs {
+		if k, ok := cleanup.KindNamed(o.Kind); (ok && k.Shared) || o.Busy != "" {
+			continue
+		}
+		left = append(left, o.String())
+	}
+	if len(left) == 0 {
+		return Result{Status: OK, Detail: "nothing left by an interrupted lesson or stage"}
+	}
+	const shown = 3
+	detail := fmt.Sprintf("%d left by an interrupted lesson or stage: ", len(left))
+	if len(left) > shown {
+		detail += strings.Join(left[:shown], ", ") + fmt.Sprintf(", and %d more", len(left)-shown)
+	} else {
+		detail += strings.Join(left, ", ")
+	}
+	return Result{Status: Warn, Detail: detail, Fix: "sudo minibox cleanup  (minibox cleanup --dry-run lists them all)"}
 }
 
 func checkContainer(h Host) Result {

@@ -3,17 +3,23 @@ package doctor_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/doctor"
 	"github.com/minibox-lab/minibox/internal/rootfs"
+	"github.com/minibox-lab/minibox/internal/stages"
 	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
@@ -31,6 +37,10 @@ type fakeHost struct {
 	rootfsDir string
 	rootfsOK  bool
 	goVersion string
+	cgroup2   *bool                  // IsCgroup2's answer; nil: what mountinfo says
+	modes     map[string]fs.FileMode // Mode; a missing path is ENOENT
+	leftovers []cleanup.Object
+	leftErr   error
 
 	tried []uintptr // namespaces TryNamespace was asked for, in order
 }
@@ -66,6 +76,28 @@ func (h *fakeHost) StaticBusybox() (string, error) {
 }
 func (h *fakeHost) RootfsBuilt() (string, bool) { return h.rootfsDir, h.rootfsOK }
 
+// IsCgroup2 answers as statfs would on a host with this mountinfo: path is
+// cgroup2 when a cgroup2 file system is mounted there.
+func (h *fakeHost) IsCgroup2(path string) bool {
+	if h.cgroup2 != nil {
+		return *h.cgroup2
+	}
+	for _, line := range strings.Split(h.files["/proc/self/mountinfo"], "\n") {
+		pre, post, _ := strings.Cut(line, " - ")
+		if f, tail := strings.Fields(pre), strings.Fields(post); len(f) > 4 && len(tail) > 0 && f[4] == path {
+			return tail[0] == "cgroup2"
+		}
+	}
+	return false
+}
+func (h *fakeHost) Mode(p string) (fs.FileMode, error) {
+	if m, ok := h.modes[p]; ok {
+		return m, nil
+	}
+	return 0, &os.PathError{Op: "stat", Path: p, Err: syscall.ENOENT}
+}
+func (h *fakeHost) Leftovers() ([]cleanup.Object, error) { return h.leftovers, h.leftErr }
+
 var _ doctor.Host = (*fakeHost)(nil)
 
 func testdata(t *testing.T, name string) string {
@@ -100,6 +132,10 @@ func healthyHost(t *testing.T) *fakeHost {
 		rootfsDir: "/var/lib/minibox/rootfs",
 		rootfsOK:  true,
 		goVersion: "go1.22.5",
+		modes: map[string]fs.FileMode{
+			"/": fs.ModeDir | 0o755, "/var": fs.ModeDir | 0o755, "/var/lib": fs.ModeDir | 0o755,
+			"/var/lib/minibox": fs.ModeDir | 0o755, "/var/lib/minibox/rootfs": fs.ModeDir | 0o755,
+		},
 	}
 }
 
@@ -123,8 +159,13 @@ func TestChecksOrder(t *testing.T) {
 	for _, c := range doctor.Checks() {
 		names = append(names, c.Name)
 	}
-	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "overlayfs", "mount propagation",
-		"ip forwarding", "iptables", "iproute2", "go toolchain", "static busybox", "demo rootfs", "container"}, names)
+	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "cgroup join", "overlayfs", "mount propagation",
+		"ip forwarding", "iptables", "iproute2", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
+		"container", "leftovers"}, names)
+	for _, n := range names {
+		// Lesson 3 greps doctor's output for " cgroups ": one line only.
+		assert.False(t, n != "cgroups" && strings.Contains(" "+n+" ", " cgroups "), n)
+	}
 }
 
 func TestHealthyHostPassesEveryCheck(t *testing.T) {
@@ -329,16 +370,39 @@ func TestNotEnabled(t *testing.T) {
 	assert.Empty(t, h.NotEnabled())
 }
 
-func TestUsablePrefersV2WhenTheRootListsIt(t *testing.T) {
-	// A hybrid host where the cgroup2 root got pids (a controller is on one
-	// hierarchy only): pids is v2, the others v1, a missing one is "".
+func TestUsableFollowsTheMode(t *testing.T) {
+	// A hybrid host whose cgroup2 tree got pids: stage 03 uses v1 on a
+	// hybrid host, so pids is missing there, not v2.
 	m := doctor.CgroupMode{
 		Mode:        "hybrid",
 		V2Root:      "/sys/fs/cgroup/unified",
 		V1:          map[string]string{"memory": "/sys/fs/cgroup/memory"},
 		V2Available: []string{"pids"},
 	}
-	assert.Equal(t, map[string]string{"memory": "v1", "cpu": "", "pids": "v2"}, m.Usable())
+	assert.Equal(t, map[string]string{"memory": "v1", "cpu": "", "pids": ""}, m.Usable())
+	// On v2 a v1 tree mounted somewhere does not count.
+	m.Mode = "v2"
+	assert.Equal(t, map[string]string{"memory": "", "cpu": "", "pids": "v2"}, m.Usable())
+}
+
+func TestDecide(t *testing.T) {
+	hybrid := doctor.ParseCgroupMounts(testdata(t, "mountinfo-hybrid-ci.txt"))
+	hybrid.V2Available = []string{"hugetlb", "pids"}
+	d := hybrid.Decide(false)
+	assert.Equal(t, "hybrid", d.Mode)
+	assert.Empty(t, d.V2Available, "the cgroup2 tree of a hybrid host is not used")
+	assert.Equal(t, map[string]string{"memory": "v1", "cpu": "v1", "pids": "v1"}, d.Usable())
+
+	// statfs has the last word: cgroup2 at /sys/fs/cgroup is v2 whatever
+	// else is mounted.
+	d = hybrid.Decide(true)
+	assert.Equal(t, "v2", d.Mode)
+	assert.Equal(t, "/sys/fs/cgroup", d.V2Root)
+	assert.Empty(t, d.V1)
+
+	v2 := doctor.ParseCgroupMounts(testdata(t, "mountinfo-v2.txt"))
+	assert.Equal(t, "v1", doctor.ParseCgroupMounts(testdata(t, "mountinfo-v1.txt")).Decide(false).Mode)
+	assert.Equal(t, "none", v2.Decide(false).Mode, "a cgroup2 mount that statfs does not see at /sys/fs/cgroup")
 }
 
 func TestCgroupsCheck(t *testing.T) {
@@ -408,9 +472,9 @@ func TestCgroupsCheck(t *testing.T) {
 		assert.True(t, strings.HasPrefix(fixes[1], "echo +pids > /sys/fs/cgroup/cgroup.subtree_control"), fixes[1])
 	})
 
-	t.Run("hybrid, a v2 controller not enabled in the cgroup2 root", func(t *testing.T) {
-		// pids on the cgroup2 hierarchy, memory and cpu on v1: only pids
-		// needs the cgroup2 root's subtree_control.
+	t.Run("hybrid, a controller only on the cgroup2 tree", func(t *testing.T) {
+		// pids on the cgroup2 tree, memory and cpu on v1: stage 03 uses
+		// v1 on a hybrid host, so pids is missing.
 		var lines []string
 		for _, l := range strings.Split(testdata(t, "mountinfo-hybrid-ci.txt"), "\n") {
 			if !strings.Contains(l, "/sys/fs/cgroup/pids") {
@@ -420,14 +484,31 @@ func TestCgroupsCheck(t *testing.T) {
 		h := healthyHost(t)
 		h.files["/proc/self/mountinfo"] = strings.Join(lines, "\n")
 		h.files["/sys/fs/cgroup/unified/cgroup.controllers"] = "pids\n"
+		h.files["/sys/fs/cgroup/unified/cgroup.subtree_control"] = "pids\n"
 		r := check(t, h, "cgroups")
 		assert.Equal(t, doctor.Fail, r.Status)
-		assert.Contains(t, r.Detail, "memory (v1), cpu (v1), pids (v2); not enabled in /sys/fs/cgroup/unified/cgroup.subtree_control: pids")
-		assert.True(t, strings.HasPrefix(r.Fix, "echo +pids > /sys/fs/cgroup/unified/cgroup.subtree_control"), r.Fix)
+		assert.Equal(t, "hybrid: v1 controllers under /sys/fs/cgroup, cgroup2 at /sys/fs/cgroup/unified; memory (v1), cpu (v1); missing: pids", r.Detail)
+		assert.NotContains(t, r.Fix, "subtree_control")
+	})
 
-		h.files["/sys/fs/cgroup/unified/cgroup.subtree_control"] = "pids\n"
-		r = check(t, h, "cgroups")
+	t.Run("v2 by statfs, whatever mountinfo lists", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = testdata(t, "mountinfo-hybrid-ci.txt")
+		v2 := true
+		h.cgroup2 = &v2
+		r := check(t, h, "cgroups")
 		assert.Equal(t, doctor.OK, r.Status, r.Detail)
+		assert.Equal(t, "cgroup v2 (unified) at /sys/fs/cgroup; memory (v2), cpu (v2), pids (v2)", r.Detail)
+	})
+
+	t.Run("cgroup2 mounted elsewhere only", func(t *testing.T) {
+		h := healthyHost(t)
+		h.files["/proc/self/mountinfo"] = "27 1 254:0 / / rw - ext4 /dev/vda rw\n" +
+			"30 27 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n"
+		r := check(t, h, "cgroups")
+		assert.Equal(t, doctor.Fail, r.Status)
+		assert.Contains(t, r.Detail, "/sys/fs/cgroup is not cgroup2 and holds no v1 controller trees")
+		assert.Contains(t, r.Fix, "mount -t cgroup2 none /sys/fs/cgroup")
 	})
 
 	t.Run("hybrid, this CI machine", func(t *testing.T) {
@@ -489,6 +570,111 @@ func TestCgroupsCheck(t *testing.T) {
 		assert.Equal(t, doctor.Fail, r.Status)
 		assert.Contains(t, r.Detail, "/proc/self/mountinfo")
 	})
+}
+
+func TestCgroupJoin(t *testing.T) {
+	for _, tc := range []struct {
+		release string
+		want    doctor.Status
+	}{
+		{"6.1.0-18-cloud-amd64", doctor.OK},
+		{"5.16.0", doctor.OK},
+		{"5.15.90.1-microsoft-standard-WSL2", doctor.Warn}, // may have the backport: cannot tell
+		{"5.4.0-150-generic", doctor.Warn},
+		{"4.18.0-553.el8_10.x86_64", doctor.Warn},
+		{"garbage", doctor.Warn},
+	} {
+		t.Run(tc.release, func(t *testing.T) {
+			h := healthyHost(t) // cgroup v2
+			h.release = tc.release
+			r := check(t, h, "cgroup join")
+			assert.Equal(t, tc.want, r.Status, r.Detail)
+			if tc.want == doctor.OK {
+				assert.Contains(t, r.Detail, "has the CVE-2021-4197 fix (5.16)")
+				return
+			}
+			assert.Contains(t, r.Detail, "cannot tell whether Linux "+tc.release+" has the CVE-2021-4197 fix (in 5.16, backported to some stable kernels)")
+			assert.Contains(t, r.Detail, "--userns")
+			assert.Contains(t, r.Fix, "without --userns")
+		})
+	}
+
+	// cgroup v1 (and hybrid) checks the joining process, not the file.
+	h := healthyHost(t)
+	h.release = "5.4.0-150-generic"
+	h.files["/proc/self/mountinfo"] = testdata(t, "mountinfo-hybrid-ci.txt")
+	r := check(t, h, "cgroup join")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Contains(t, r.Detail, "cgroup v1")
+}
+
+func TestRootfsAccess(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "rootfs access")
+	assert.Equal(t, doctor.OK, r.Status, r.Detail)
+	assert.Contains(t, r.Detail, "/var/lib/minibox/rootfs")
+
+	// A rootfs in a home directory that only its owner may enter (Ubuntu
+	// 21.04+ makes homes 0750).
+	h.rootfsDir = "/home/ann/minibox/rootfs"
+	h.modes["/home"] = fs.ModeDir | 0o755
+	h.modes["/home/ann"] = fs.ModeDir | 0o750
+	h.modes["/home/ann/minibox"] = fs.ModeDir | 0o700
+	r = check(t, h, "rootfs access")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "/home/ann, /home/ann/minibox not searchable by others")
+	assert.Contains(t, r.Detail, "uid 100000")
+	assert.True(t, strings.HasPrefix(r.Fix, "chmod o+x /home/ann /home/ann/minibox  "), r.Fix)
+
+	// Searchable but not readable is enough: o+x.
+	h.modes["/home/ann"] = fs.ModeDir | 0o711
+	h.modes["/home/ann/minibox"] = fs.ModeDir | 0o701
+	r = check(t, h, "rootfs access")
+	assert.Equal(t, doctor.OK, r.Status, r.Detail)
+
+	// Not built yet: the directories that exist are checked.
+	h.rootfsDir = "/srv/closed/new/rootfs"
+	h.modes["/srv"] = fs.ModeDir | 0o755
+	h.modes["/srv/closed"] = fs.ModeDir | 0o750
+	r = check(t, h, "rootfs access")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Equal(t, "chmod o+x /srv/closed  (or keep the rootfs elsewhere: --rootfs DIR or MINIBOX_ROOTFS)", r.Fix)
+}
+
+func TestLeftovers(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "leftovers")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "nothing left by an interrupted lesson or stage", r.Detail)
+
+	// The empty parent stage 03 leaves, and a running container's group,
+	// are no leftovers.
+	h.leftovers = []cleanup.Object{
+		{Kind: "cgroup parent", Name: "/sys/fs/cgroup/minibox"},
+		{Kind: "cgroup", Name: "/sys/fs/cgroup/minibox/aaa", Busy: "holds processes 12 (sleep)"},
+	}
+	r = check(t, h, "leftovers")
+	assert.Equal(t, doctor.OK, r.Status, r.Detail)
+
+	h.leftovers = append(h.leftovers,
+		cleanup.Object{Kind: "mount", Name: "/tmp/minibox-lesson-1/work/m", Detail: "tmpfs tmpfs"},
+		cleanup.Object{Kind: "cgroup", Name: "/sys/fs/cgroup/minibox/bbb"})
+	r = check(t, h, "leftovers")
+	assert.Equal(t, doctor.Warn, r.Status, "the lessons still run")
+	assert.Equal(t, "2 left by an interrupted lesson or stage: mount /tmp/minibox-lesson-1/work/m (tmpfs tmpfs), cgroup /sys/fs/cgroup/minibox/bbb", r.Detail)
+	assert.True(t, strings.HasPrefix(r.Fix, "sudo minibox cleanup"), r.Fix)
+
+	for _, id := range []string{"c", "d", "e"} {
+		h.leftovers = append(h.leftovers, cleanup.Object{Kind: "cgroup", Name: "/sys/fs/cgroup/minibox/" + id})
+	}
+	r = check(t, h, "leftovers")
+	assert.True(t, strings.HasPrefix(r.Detail, "5 left by an interrupted lesson or stage: "), r.Detail)
+	assert.True(t, strings.HasSuffix(r.Detail, ", and 2 more"), r.Detail)
+
+	h.leftErr = errors.New("open /proc/self/mountinfo: permission denied")
+	r = check(t, h, "leftovers")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Contains(t, r.Detail, "permission denied")
 }
 
 func TestOverlay(t *testing.T) {
@@ -636,14 +822,20 @@ func TestGoToolchain(t *testing.T) {
 	r = check(t, h, "go toolchain")
 	assert.Equal(t, doctor.OK, r.Status)
 
-	for version, ok := range map[string]bool{"go1.21.0": true, "go1.23rc1": true, "go1.20.14": false, "go1.19": false} {
+	// The floor is stages.MinGo (go.mod's go line), read, not repeated.
+	major, minor, found := strings.Cut(stages.MinGo, ".")
+	require.True(t, found, stages.MinGo)
+	m, err := strconv.Atoi(minor)
+	require.NoError(t, err)
+	older := fmt.Sprintf("go%s.%d.9", major, m-1)
+	for version, ok := range map[string]bool{"go" + stages.MinGo + ".0": true, "go" + stages.MinGo: true, "go1.99rc1": true, older: false, "go1.19": false} {
 		h.goVersion = version
 		r = check(t, h, "go toolchain")
 		if ok {
 			assert.Equal(t, doctor.OK, r.Status, version)
 		} else {
 			assert.Equal(t, doctor.Fail, r.Status, version)
-			assert.Contains(t, r.Detail, "minibox needs Go 1.21 or newer", version)
+			assert.Contains(t, r.Detail, "minibox needs Go "+stages.MinGo+" or newer", version)
 		}
 	}
 
@@ -836,8 +1028,11 @@ func TestRealHost(t *testing.T) {
 	// v2, hybrid or v1 it is.
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	require.NoError(t, err)
-	mode := doctor.ParseCgroupMounts(string(mi))
-	if mode.V2Root != "" {
+	var st unix.Statfs_t
+	require.NoError(t, unix.Statfs("/sys/fs/cgroup", &st))
+	mode := doctor.ParseCgroupMounts(string(mi)).Decide(st.Type == unix.CGROUP2_SUPER_MAGIC)
+	assert.Equal(t, st.Type == unix.CGROUP2_SUPER_MAGIC, host.IsCgroup2("/sys/fs/cgroup"))
+	if mode.Mode == "v2" {
 		if c, err := os.ReadFile(mode.V2Root + "/cgroup.controllers"); err == nil {
 			mode.V2Available = strings.Fields(string(c))
 		}
@@ -861,6 +1056,14 @@ func TestRealHost(t *testing.T) {
 	// lesson would build it, so that is a warning.
 	assert.Equal(t, doctor.Warn, byName["demo rootfs"].Status)
 	assert.True(t, strings.HasPrefix(byName["demo rootfs"].Detail, host.RootfsDir+" is not built"), byName["demo rootfs"].Detail)
+
+	// t.TempDir()'s parent is 0700: uid 100000 cannot reach the rootfs.
+	access := byName["rootfs access"]
+	assert.Equal(t, doctor.Fail, access.Status, access.Detail)
+	assert.Contains(t, access.Fix, "chmod o+x "+filepath.Dir(host.RootfsDir))
+
+	// The cleanup registry's answer, less what minibox keeps on purpose.
+	assert.Contains(t, []doctor.Status{doctor.OK, doctor.Warn}, byName["leftovers"].Status)
 
 	// A propagation is always found: every mount namespace has a /.
 	assert.Equal(t, doctor.OK, byName["mount propagation"].Status, byName["mount propagation"].Detail)

@@ -1,12 +1,15 @@
 package doctor
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/cleanup"
 )
 
 // Host is what the checks read about the machine. The real one reads the
@@ -25,6 +28,13 @@ type Host interface {
 	GoVersion(path string) (string, error)
 	StaticBusybox() (string, error)
 	RootfsBuilt() (dir string, ok bool)
+	// IsCgroup2 reports whether path is a cgroup2 file system (statfs).
+	IsCgroup2(path string) bool
+	// Mode returns the permission bits of path (os.Stat).
+	Mode(path string) (fs.FileMode, error)
+	// Leftovers lists what minibox made that is still there (the cleanup
+	// registry, removing nothing).
+	Leftovers() ([]cleanup.Object, error)
 }
 
 // Real is the Host this process runs on.
@@ -87,3 +97,20 @@ func (Real) GoVersion(path string) (string, error) {
 func (r Real) StaticBusybox() (string, error) { return r.Busybox() }
 
 func (r Real) RootfsBuilt() (string, bool) { return r.RootfsDir, r.IsBuilt(r.RootfsDir) }
+
+func (Real) IsCgroup2(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+func (Real) Mode(path string) (fs.FileMode, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return info.Mode(), nil
+}
+
+func (r Real) Leftovers() ([]cleanup.Object, error) {
+	return cleanup.Find(cleanup.DefaultEnv(r.RootfsDir))
+}

@@ -1,9 +1,7 @@
 package testenv
 
 import (
-	"bufio"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,21 +12,26 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/cleanup"
 )
 
 // KernelState is what a test could leave behind in the kernel.
 type KernelState struct {
-	Mounts   []string // "mountpoint fstype source" of every mount we see
-	Cgroups  []string // cgroup directories named minibox* under /sys/fs/cgroup
+	// Made are the objects of the kinds minibox makes (mounts, cgroups…),
+	// found by the same registry that `minibox cleanup` uses.
+	Made     []cleanup.Object
 	Links    []string // network links in our network namespace
 	NetNS    []string // named network namespaces (ip netns)
 	Children []string // live child processes of the test binary
 }
 
 // CheckLeaks snapshots the kernel state now and, when the test ends, fails
-// it if mounts, cgroups, links or named network namespaces appeared, or a
-// process it started is still running. Leftover processes are killed so a
-// leak does not spread to the next test.
+// it if objects minibox makes (mounts, cgroups: internal/cleanup's kinds),
+// links or named network namespaces appeared, or a process it started is
+// still running. Leftover processes are killed and leftover objects
+// removed, by the cleanup registry, so a leak does not spread to the next
+// test.
 //
 // It makes the test binary a child subreaper (prctl(2)
 // PR_SET_CHILD_SUBREAPER): processes orphaned by a container's exit are
@@ -51,13 +54,20 @@ func CheckLeaks(t testing.TB) {
 	})
 }
 
+// LeakEnv is where the registry looks during a test: as on any host, plus
+// every mount below the temporary directory, where tests make their own
+// (t.TempDir()).
+func LeakEnv() cleanup.Env {
+	env := cleanup.DefaultEnv("")
+	env.Owned = []string{os.TempDir()}
+	return env
+}
+
 // ours keeps what a minibox test can have made, so that what the rest of
-// the machine does meanwhile (a USB stick mounted, a VPN link, another
-// container engine) is neither reported nor touched: mounts below the
-// temporary directory or naming minibox, and minibox links and network
-// namespaces. Cgroups are minibox's already; processes are our children.
+// the machine does meanwhile (a VPN link, another container engine) is
+// neither reported nor touched: minibox links and network namespaces. The
+// registry's objects are minibox's already; processes are our children.
 func ours(s KernelState) KernelState {
-	tmp := os.TempDir()
 	keep := func(list []string, ok func(string) bool) []string {
 		var out []string
 		for _, x := range list {
@@ -67,10 +77,6 @@ func ours(s KernelState) KernelState {
 		}
 		return out
 	}
-	s.Mounts = keep(s.Mounts, func(m string) bool {
-		point := strings.Fields(m)[0]
-		return strings.HasPrefix(point, tmp+"/") || strings.Contains(m, "minibox")
-	})
 	minibox := func(name string) bool { return strings.Contains(name, "minibox") }
 	s.Links = keep(s.Links, minibox)
 	s.NetNS = keep(s.NetNS, minibox)
@@ -78,33 +84,47 @@ func ours(s KernelState) KernelState {
 }
 
 // removeLeaks undoes what a failed test left in the kernel, so that it does
-// not spread to the next test or stay on the machine: new mounts are
-// detached and new minibox* cgroups removed, the deepest first.
+// not spread to the next test or stay on the machine: each new object is
+// removed by its kind, in the registry's order (mounts the deepest first,
+// then cgroups). The test's processes are dead by now, so busy or not, all
+// of them go.
 func removeLeaks(before, after KernelState) {
-	var points []string
-	for _, m := range newItems(before.Mounts, after.Mounts) {
-		points = append(points, strings.Fields(m)[0])
-	}
-	deepestFirst(points)
-	for _, p := range points {
-		_ = unix.Unmount(p, unix.MNT_DETACH) // umount -l
-	}
-	groups := newItems(before.Cgroups, after.Cgroups)
-	deepestFirst(groups)
-	for _, g := range groups {
-		_ = unix.Rmdir(g)
+	for _, o := range leakedObjects(before.Made, after.Made) {
+		if k, ok := cleanup.KindNamed(o.Kind); ok {
+			_ = k.Remove(o)
+		}
 	}
 }
 
-func deepestFirst(paths []string) {
-	sort.Slice(paths, func(i, j int) bool { return strings.Count(paths[i], "/") > strings.Count(paths[j], "/") })
+// leakedObjects are the objects in after and not in before, except shared
+// ones (the empty minibox/ parent cgroup that stage 03 leaves on purpose).
+func leakedObjects(before, after []cleanup.Object) []cleanup.Object {
+	seen := map[string]int{}
+	for _, o := range before {
+		seen[o.Key()]++
+	}
+	var out []cleanup.Object
+	for _, o := range after {
+		if seen[o.Key()] > 0 {
+			seen[o.Key()]--
+			continue
+		}
+		if k, ok := cleanup.KindNamed(o.Kind); ok && k.Shared {
+			continue
+		}
+		out = append(out, o)
+	}
+	return out
 }
 
 // Snapshot reads the current kernel state.
 func Snapshot() KernelState {
+	made, err := cleanup.Find(LeakEnv())
+	if err != nil {
+		made = append(made, cleanup.Object{Kind: "error", Name: err.Error()})
+	}
 	return KernelState{
-		Mounts:   mounts(),
-		Cgroups:  minboxCgroups(),
+		Made:     made,
 		Links:    links(),
 		NetNS:    dirNames("/run/netns"),
 		Children: children(),
@@ -114,13 +134,14 @@ func Snapshot() KernelState {
 // Diff describes what is in after but not in before, or "" if nothing.
 func Diff(before, after KernelState) string {
 	var b strings.Builder
+	for _, o := range leakedObjects(before.Made, after.Made) {
+		fmt.Fprintf(&b, "  %s\n", o.Key())
+	}
 	add := func(what string, old, cur []string) {
 		for _, x := range newItems(old, cur) {
 			fmt.Fprintf(&b, "  %s: %s\n", what, x)
 		}
 	}
-	add("mount", before.Mounts, after.Mounts)
-	add("cgroup", before.Cgroups, after.Cgroups)
 	add("link", before.Links, after.Links)
 	add("netns", before.NetNS, after.NetNS)
 	add("process", before.Children, after.Children)
@@ -141,46 +162,6 @@ func newItems(old, cur []string) []string {
 		extra = append(extra, x)
 	}
 	return extra
-}
-
-// mounts lists mount points from /proc/self/mountinfo (proc(5)): fields 5
-// (mount point), and after the " - " separator the fstype and source.
-func mounts() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return []string{"error: " + err.Error()}
-	}
-	defer f.Close()
-	var out []string
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		pre, post, ok := strings.Cut(s.Text(), " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 2 {
-			continue
-		}
-		out = append(out, fields[4]+" "+tail[0]+" "+tail[1])
-	}
-	sort.Strings(out)
-	return out
-}
-
-func minboxCgroups() []string {
-	var out []string
-	_ = filepath.WalkDir("/sys/fs/cgroup", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		if depth := strings.Count(strings.TrimPrefix(path, "/sys/fs/cgroup"), "/"); depth > 4 {
-			return fs.SkipDir
-		}
-		if strings.HasPrefix(d.Name(), "minibox") {
-			out = append(out, path)
-		}
-		return nil
-	})
-	sort.Strings(out)
-	return out
 }
 
 func links() []string {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
@@ -60,10 +61,16 @@ func (r *recorder) finish() {
 	r.cleanups = nil
 }
 
+func mount(point, detail string) cleanup.Object {
+	return cleanup.Object{Kind: "mount", Name: point, Detail: detail}
+}
+
+func group(dir string) cleanup.Object { return cleanup.Object{Kind: "cgroup", Name: dir} }
+
 func TestDiff(t *testing.T) {
+	parent := cleanup.Object{Kind: "cgroup parent", Name: "/sys/fs/cgroup/minibox"}
 	before := testenv.KernelState{
-		Mounts:   []string{"/ ext4 /dev/vda", "/proc proc proc"},
-		Cgroups:  []string{"/sys/fs/cgroup/minibox"},
+		Made:     []cleanup.Object{mount("/tmp/minibox-lesson-1/a", "tmpfs tmpfs")},
 		Links:    []string{"eth0", "lo"},
 		Children: []string{"10 sh"},
 	}
@@ -71,8 +78,12 @@ func TestDiff(t *testing.T) {
 	assert.Equal(t, "", testenv.Diff(testenv.KernelState{}, testenv.KernelState{}))
 
 	after := testenv.KernelState{
-		Mounts:   []string{"/ ext4 /dev/vda", "/proc proc proc", "/tmp/x tmpfs tmpfs"},
-		Cgroups:  []string{"/sys/fs/cgroup/minibox", "/sys/fs/cgroup/minibox/c1"},
+		Made: []cleanup.Object{
+			mount("/tmp/minibox-lesson-1/a", "tmpfs tmpfs"),
+			mount("/tmp/x", "tmpfs tmpfs"),
+			group("/sys/fs/cgroup/minibox/c1"),
+			parent,
+		},
 		Links:    []string{"eth0", "lo", "mb0", "veth1"},
 		NetNS:    []string{"minibox-test"},
 		Children: []string{"10 sh", "11 sleep"},
@@ -83,32 +94,50 @@ func TestDiff(t *testing.T) {
 		"  link: mb0\n"+
 		"  link: veth1\n"+
 		"  netns: minibox-test\n"+
-		"  process: 11 sleep\n", testenv.Diff(before, after))
+		"  process: 11 sleep\n", testenv.Diff(before, after),
+		"the new minibox/ parent is no leak: stage 03 leaves it in place")
 
 	// What went away is not a leak.
 	assert.Equal(t, "", testenv.Diff(after, before))
 
+	// Busy or not, an object is the same object.
+	busy := after
+	busy.Made = append([]cleanup.Object(nil), after.Made...)
+	busy.Made[2].Busy = "holds processes 12 (sleep)"
+	assert.Equal(t, "", testenv.Diff(after, busy))
+
 	// Duplicates count: a second tmpfs on the same mount point is new.
-	once := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs"}}
-	twice := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs"}}
-	thrice := testenv.KernelState{Mounts: []string{"/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs", "/tmp/x tmpfs tmpfs"}}
+	x := mount("/tmp/x", "tmpfs tmpfs")
+	once := testenv.KernelState{Made: []cleanup.Object{x}}
+	twice := testenv.KernelState{Made: []cleanup.Object{x, x}}
+	thrice := testenv.KernelState{Made: []cleanup.Object{x, x, x}}
 	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, twice))
 	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, thrice))
 	assert.Equal(t, "", testenv.Diff(twice, once))
+}
+
+// made lists the registry's objects in s as their keys.
+func made(s testenv.KernelState) []string {
+	var out []string
+	for _, o := range s.Made {
+		out = append(out, o.Key())
+	}
+	return out
 }
 
 func TestSnapshotSeesAMount(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.CheckLeaks(t) // runs last: after the unmount below
 
-	dir := filepath.Join(t.TempDir(), "mnt")
+	// Below the temporary directory: a test's own, whatever its source.
+	dir := filepath.Join(t.TempDir(), "mnt with space")
 	require.NoError(t, os.Mkdir(dir, 0o755))
-	entry := dir + " tmpfs minibox-test"
+	entry := "mount: " + dir + " tmpfs tmpfs"
 
 	before := testenv.Snapshot()
-	require.NotContains(t, before.Mounts, entry)
+	require.NotContains(t, made(before), entry)
 
-	require.NoError(t, unix.Mount("minibox-test", dir, "tmpfs", 0, "size=1m"))
+	require.NoError(t, unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"))
 	mounted := true
 	t.Cleanup(func() {
 		if mounted {
@@ -117,27 +146,22 @@ func TestSnapshotSeesAMount(t *testing.T) {
 	})
 
 	during := testenv.Snapshot()
-	assert.Contains(t, during.Mounts, entry)
-	assert.Contains(t, testenv.Diff(before, during), "  mount: "+entry+"\n")
+	assert.Contains(t, made(during), entry, "mountinfo's \\040 read as a space")
+	assert.Contains(t, testenv.Diff(before, during), "  "+entry+"\n")
 
 	require.NoError(t, unix.Unmount(dir, 0))
 	mounted = false
 	after := testenv.Snapshot()
-	assert.NotContains(t, after.Mounts, entry)
+	assert.NotContains(t, made(after), entry)
 	assert.NotContains(t, testenv.Diff(before, after), dir)
 }
 
 func TestSnapshot(t *testing.T) {
 	s := testenv.Snapshot()
 	assert.Contains(t, s.Links, "lo")
-	var root bool
-	for _, m := range s.Mounts {
-		if strings.HasPrefix(m, "/ ") {
-			root = true
-		}
-		assert.Len(t, strings.Fields(m), 3, "mount point, fstype, source: %q", m)
+	for _, o := range s.Made {
+		assert.NotEqual(t, "error", o.Kind, o.Name)
 	}
-	assert.True(t, root, "the / mount is listed")
 	assert.Empty(t, s.Children, "this test has started no process")
 
 	cmd := exec.Command("sleep", "30")
@@ -215,29 +239,60 @@ func TestCheckLeaksCatchesAMount(t *testing.T) {
 	rec.finish()
 	require.Len(t, rec.errors, 1)
 	assert.Contains(t, rec.errors[0], "  mount: "+dir+" tmpfs minibox-test\n")
-	assert.NotContains(t, testenv.Snapshot().Mounts, dir+" tmpfs minibox-test", "the leaked mount was removed")
+	assert.NotContains(t, made(testenv.Snapshot()), "mount: "+dir+" tmpfs minibox-test", "the leaked mount was removed")
+}
+
+// freshParent returns the minibox/ parent in a cgroup tree of this host
+// (the pids tree on v1 and hybrid, the only one on v2), after removing it
+// if a stage left it there empty, so that the test sees it made anew.
+func freshParent(t *testing.T) string {
+	t.Helper()
+	tree := "/sys/fs/cgroup/pids"
+	if _, err := os.Stat(tree); err != nil {
+		tree = "/sys/fs/cgroup"
+	}
+	parent := filepath.Join(tree, "minibox")
+	_ = os.Remove(parent) // fails, and the test with it, if a group is left in it
+	require.NoDirExists(t, parent, "a minibox group is left on this host: sudo minibox cleanup")
+	return parent
 }
 
 func TestCheckLeaksCatchesAndRemovesACgroup(t *testing.T) {
 	testenv.RequireRoot(t)
-	// A group of our own, under the pids hierarchy on cgroup v1/hybrid or
-	// the unified one on v2.
-	root := "/sys/fs/cgroup/pids"
-	if _, err := os.Stat(root); err != nil {
-		root = "/sys/fs/cgroup"
-	}
-	group := filepath.Join(root, "minibox-testenv-leak")
+	parent := freshParent(t)
+	group := filepath.Join(parent, "testenv-leak")
 
 	rec := &recorder{TB: t}
 	rec.run(func() { testenv.CheckLeaks(rec) })
 	require.Empty(t, rec.fatals)
-	require.NoError(t, os.Mkdir(group, 0o755))
-	t.Cleanup(func() { _ = os.Remove(group) })
+	require.NoError(t, os.MkdirAll(group, 0o755))
+	t.Cleanup(func() { _ = os.Remove(group); _ = os.Remove(parent) })
 
 	rec.finish()
 	require.Len(t, rec.errors, 1)
 	assert.Contains(t, rec.errors[0], "  cgroup: "+group+"\n")
+	assert.NotContains(t, rec.errors[0], "  cgroup parent: ", "the parent stays, as stage 03 leaves it")
 	assert.NoDirExists(t, group, "the leaked cgroup was removed")
+	assert.DirExists(t, parent, "the shared parent is not a leak: left in place")
+}
+
+func TestCheckLeaksAcceptsTheEmptyParent(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := freshParent(t)
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	// What stage 03 does: a group in a new parent, then only the group
+	// removed when the container ends.
+	group := filepath.Join(parent, "0123456789ab")
+	require.NoError(t, os.MkdirAll(group, 0o755))
+	t.Cleanup(func() { _ = os.Remove(group); _ = os.Remove(parent) })
+	require.NoError(t, os.Remove(group))
+
+	rec.finish()
+	assert.Empty(t, rec.errors)
+	assert.DirExists(t, parent)
 }
 
 func TestRequire(t *testing.T) {

@@ -1,0 +1,167 @@
+package cleanup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mounts are mounts left by an interrupted lesson or stage: mount points in
+// a minibox-* temporary directory (minibox-lesson-*, minibox-stagetest-*)
+// or below the demo rootfs (a stage whose mounts escaped its mount
+// namespace), and mounts whose source minibox named (minibox, minibox-*).
+// A mount point's path alone is never enough elsewhere: /var/lib/minibox
+// may be a volume the user mounted.
+var Mounts = Kind{Name: mountKind, Find: findMounts, Remove: removeMount}
+
+const mountKind = "mount"
+
+// Mount is one line of a mountinfo file (proc(5)).
+type Mount struct {
+	Point, FSType, Source string
+}
+
+func findMounts(env Env) ([]Object, error) {
+	data, err := os.ReadFile(env.Mountinfo)
+	if err != nil {
+		return nil, err
+	}
+	all := ParseMountinfo(string(data))
+	var ours []Mount
+	for _, m := range all {
+		if env.madeByMinibox(m) {
+			ours = append(ours, m)
+		}
+	}
+	// The deepest first, and of mounts stacked on one point the last
+	// (the top one) first: each unmount then uncovers the next.
+	for i, j := 0, len(ours)-1; i < j; i, j = i+1, j-1 {
+		ours[i], ours[j] = ours[j], ours[i]
+	}
+	sort.SliceStable(ours, func(i, j int) bool {
+		return strings.Count(ours[i].Point, "/") > strings.Count(ours[j].Point, "/")
+	})
+	users := processesInTempDirs(env.TempDir)
+	out := make([]Object, 0, len(ours))
+	for _, m := range ours {
+		o := Object{Kind: mountKind, Name: m.Point, Detail: m.FSType + " " + m.Source}
+		if dir := mintempDir(env.TempDir, m.Point); dir != "" && len(users[dir]) > 0 {
+			o.Busy = fmt.Sprintf("a lesson may still be running: process %s works in %s; end the lesson (or kill %s), then run minibox cleanup again",
+				strings.Join(users[dir], ", "), dir, strings.Join(users[dir], " "))
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// madeByMinibox reports whether m is a mount minibox (or one of its
+// stages, lessons or tests) made.
+func (env Env) madeByMinibox(m Mount) bool {
+	if m.Source == "minibox" || strings.HasPrefix(m.Source, "minibox-") {
+		return true
+	}
+	if mintempDir(env.TempDir, m.Point) != "" {
+		return true
+	}
+	for _, dir := range append([]string{env.Rootfs}, env.Owned...) {
+		if dir != "" && strings.HasPrefix(m.Point, filepath.Clean(dir)+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// mintempDir returns the minibox-* temporary directory that holds point
+// (or is point), or "".
+func mintempDir(tempDir, point string) string {
+	if tempDir == "" {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(point, filepath.Clean(tempDir)+"/")
+	if !ok {
+		return ""
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	if !strings.HasPrefix(first, "minibox-") {
+		return ""
+	}
+	return filepath.Join(tempDir, first)
+}
+
+// processesInTempDirs maps each minibox-* temporary directory to the PIDs
+// of the live processes whose working directory is in it: a lesson's demo
+// shell works in its lesson's directory, so its mounts are not leftovers
+// while it runs.
+func processesInTempDirs(tempDir string) map[string][]string {
+	out := map[string][]string{}
+	entries, _ := os.ReadDir("/proc")
+	self := strconv.Itoa(os.Getpid())
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == self {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		if dir := mintempDir(tempDir, cwd); dir != "" {
+			out[dir] = append(out[dir], e.Name())
+		}
+	}
+	return out
+}
+
+// removeMount detaches the mount (umount -l): it goes at once even if
+// something still has a file open in it, as a leftover should.
+func removeMount(o Object) error {
+	err := unix.Unmount(o.Name, unix.MNT_DETACH)
+	// EINVAL: no longer a mount point; ENOENT: the directory is gone too.
+	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return fmt.Errorf("umount -l %s: %w", o.Name, err)
+}
+
+// ParseMountinfo reads a mountinfo file (proc(5)): field 5 is the mount
+// point, and after the " - " separator come the fstype and the source.
+// Paths are unescaped (\040 is a space).
+func ParseMountinfo(text string) []Mount {
+	var out []Mount
+	for _, line := range strings.Split(text, "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(fields) < 5 || len(tail) < 2 {
+			continue
+		}
+		out = append(out, Mount{Point: Unescape(fields[4]), FSType: Unescape(tail[0]), Source: Unescape(tail[1])})
+	}
+	return out
+}
+
+// Unescape decodes the octal escapes the kernel writes in mountinfo for a
+// space (\040), a tab (\011), a newline (\012) and a backslash (\134).
+func Unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
