@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,52 @@ func buildStages(dir string) error {
 	return stages.Build(context.Background(), src, dir, list, nil)
 }
 
+// A builtStage is one stage program of this test run.
+type builtStage struct {
+	nn   string // its number, "02"
+	path string // binDir/stage02
+}
+
+// stagesFrom returns every stage program numbered nn or higher, in order:
+// whatever binDir holds, which is every stage folder of the tree (or every
+// program the VM harness put in MINIBOX_STAGE_BIN). So a stage added later
+// inherits every test of the stages before it just by existing.
+func stagesFrom(t testing.TB, nn string) []builtStage {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(binDir, "stage[0-9][0-9]"))
+	if err != nil {
+		t.Fatalf("list the stage programs in %s: %v", binDir, err)
+	}
+	sort.Strings(paths)
+	var out []builtStage
+	for _, p := range paths {
+		// Two digits each: comparing the strings compares the numbers.
+		if n := strings.TrimPrefix(filepath.Base(p), "stage"); n >= nn {
+			out = append(out, builtStage{nn: n, path: p})
+		}
+	}
+	if len(out) == 0 {
+		// A property with no stage to check would pass by testing nothing.
+		t.Fatalf("no stage program numbered %s or higher in %s", nn, binDir)
+	}
+	return out
+}
+
+// forEachStage runs test on every stage from nn on, each as a subtest named
+// after the stage ("stage02", "stage03", …: `-run '/stage03'` checks every
+// property on stage 03), with the checks of needNamespaceStage and the
+// clean-up of any shared cgroup parent the run made.
+func forEachStage(t *testing.T, nn string, test func(t *testing.T, stage string)) {
+	t.Helper()
+	for _, s := range stagesFrom(t, nn) {
+		t.Run("stage"+s.nn, func(t *testing.T) {
+			stage := needNamespaceStage(t, s.nn)
+			removeNewCgroupParentsAtEnd(t)
+			test(t, stage)
+		})
+	}
+}
+
 // needStage returns the path of stageNN, after checking root, the rootfs,
 // and that nothing leaks.
 func needStage(t *testing.T, nn string) string {
@@ -101,6 +148,25 @@ func stageBinary(t testing.TB, nn string) string {
 	return bin
 }
 
+// atLeast reports whether the stage at path is stage nn or a later one.
+func atLeast(stage, nn string) bool {
+	return strings.TrimPrefix(filepath.Base(stage), "stage") >= nn
+}
+
+// stageEnv is the environment the tests start stages with: the test's own,
+// without MINIBOX_TRACE (a test asks for narration when it wants it: set in
+// a developer's shell, it would add lines to every stage's stderr), plus
+// extra ("NAME=value").
+func stageEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MINIBOX_TRACE=") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, extra...)
+}
+
 // result is what a stage run printed and how it ended.
 type result struct {
 	stdout, stderr string
@@ -111,7 +177,14 @@ type result struct {
 // its output and exit status.
 func run(t *testing.T, bin string, args ...string) result {
 	t.Helper()
+	return runEnv(t, stageEnv(), bin, args...)
+}
+
+// runEnv is run with the environment env.
+func runEnv(t *testing.T, env []string, bin string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

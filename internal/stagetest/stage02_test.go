@@ -27,9 +27,11 @@ import (
 // The six namespaces of lesson 2, as named in /proc/PID/ns.
 var stage02Namespaces = []string{"mnt", "uts", "ipc", "pid", "net", "user"}
 
-// needNamespaceStage is needStage for the stages from 02 on, which set the
-// hostname. If a broken stage (a student's edit, say) sets it without a UTS
-// namespace of its own, it sets the host's: put it back, and fail.
+// needNamespaceStage is needStage plus a guard for the stages from 02 on,
+// which set the hostname: if a broken stage (a student's edit, say) sets
+// it without a UTS namespace of its own, it sets the host's: put it back,
+// and fail. forEachStage uses it for every stage (stage 01 sets none: the
+// guard costs nothing there).
 func needNamespaceStage(t *testing.T, nn string) string {
 	t.Helper()
 	stage := needStage(t, nn)
@@ -45,86 +47,90 @@ func needNamespaceStage(t *testing.T, nn string) string {
 }
 
 func TestStage02Hostname(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	host, err := os.Hostname()
-	require.NoError(t, err)
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		host, err := os.Hostname()
+		require.NoError(t, err)
 
-	res := run(t, stage, "run", "--hostname", "box", rootfsDir, "--", "hostname")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, "box\n", res.stdout)
+		res := run(t, stage, "run", "--hostname", "box", rootfsDir, "--", "hostname")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, "box\n", res.stdout)
 
-	// Without --hostname: a short random id, different on every run.
-	first := run(t, stage, "run", rootfsDir, "--", "hostname")
-	second := run(t, stage, "run", rootfsDir, "--", "hostname")
-	require.Equal(t, 0, first.code, first.stderr)
-	require.Equal(t, 0, second.code, second.stderr)
-	assert.Regexp(t, `^[0-9a-f]{12}\n$`, first.stdout)
-	assert.NotEqual(t, first.stdout, second.stdout)
-	assert.NotEqual(t, host+"\n", first.stdout)
+		// Without --hostname: a short random id, different on every run.
+		first := run(t, stage, "run", rootfsDir, "--", "hostname")
+		second := run(t, stage, "run", rootfsDir, "--", "hostname")
+		require.Equal(t, 0, first.code, first.stderr)
+		require.Equal(t, 0, second.code, second.stderr)
+		assert.Regexp(t, `^[0-9a-f]{12}\n$`, first.stdout)
+		assert.NotEqual(t, first.stdout, second.stdout)
+		assert.NotEqual(t, host+"\n", first.stdout)
 
-	after, err := os.Hostname()
-	require.NoError(t, err)
-	assert.Equal(t, host, after, "setting the hostname inside must not change the host's")
+		after, err := os.Hostname()
+		require.NoError(t, err)
+		assert.Equal(t, host, after, "setting the hostname inside must not change the host's")
+	})
 }
 
 func TestStage02CommandIsPID1(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
 
-	// ps lists exactly one process, itself, as PID 1: nothing of the host.
-	res := run(t, stage, "run", rootfsDir, "--", "ps", "-o", "pid,args")
-	require.Equal(t, 0, res.code, res.stderr)
-	lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
-	require.Len(t, lines, 2, "a header and one process:\n%s", res.stdout)
-	assert.Equal(t, []string{"1", "ps", "-o", "pid,args"}, strings.Fields(lines[1]))
+		// ps lists exactly one process, itself, as PID 1: nothing of the host.
+		res := run(t, stage, "run", rootfsDir, "--", "ps", "-o", "pid,args")
+		require.Equal(t, 0, res.code, res.stderr)
+		lines := strings.Split(strings.TrimSpace(res.stdout), "\n")
+		require.Len(t, lines, 2, "a header and one process:\n%s", res.stdout)
+		assert.Equal(t, []string{"1", "ps", "-o", "pid,args"}, strings.Fields(lines[1]))
 
-	res = run(t, stage, "run", rootfsDir, "--", "sh", "-c", `echo $$`)
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, "1\n", res.stdout)
+		res = run(t, stage, "run", rootfsDir, "--", "sh", "-c", `echo $$`)
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, "1\n", res.stdout)
+	})
 }
 
 func TestStage02NamespacesDifferFromHost(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	allowContainerRoot(t)
-	script := `for n in ` + strings.Join(stage02Namespaces, " ") + `; do echo "$n $(readlink /proc/self/ns/$n)"; done`
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		allowContainerRoot(t)
+		script := `for n in ` + strings.Join(stage02Namespaces, " ") + `; do echo "$n $(readlink /proc/self/ns/$n)"; done`
 
-	for _, userns := range []bool{false, true} {
-		t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
-			args := []string{"run", rootfsDir, "--", "sh", "-c", script}
-			if userns {
-				args = append([]string{"run", "--userns"}, args[1:]...)
-			}
-			res := run(t, stage, args...)
-			require.Equal(t, 0, res.code, res.stderr)
-			inside := map[string]string{}
-			for _, line := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
-				if f := strings.Fields(line); len(f) == 2 {
-					inside[f[0]] = f[1]
+		for _, userns := range []bool{false, true} {
+			t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
+				args := []string{"run", rootfsDir, "--", "sh", "-c", script}
+				if userns {
+					args = append([]string{"run", "--userns"}, args[1:]...)
 				}
-			}
-			for _, ns := range stage02Namespaces {
-				host, err := os.Readlink("/proc/self/ns/" + ns)
-				require.NoError(t, err)
-				require.Regexp(t, `^`+ns+`:\[\d+\]$`, inside[ns], "inside %s", ns)
-				if ns == "user" && !userns {
-					assert.Equal(t, host, inside[ns], "without --userns the user namespace is the host's")
-					continue
+				res := run(t, stage, args...)
+				require.Equal(t, 0, res.code, res.stderr)
+				inside := map[string]string{}
+				for _, line := range strings.Split(strings.TrimSpace(res.stdout), "\n") {
+					if f := strings.Fields(line); len(f) == 2 {
+						inside[f[0]] = f[1]
+					}
 				}
-				assert.NotEqual(t, host, inside[ns], "the %s namespace inside must be a new one", ns)
-			}
-		})
-	}
+				for _, ns := range stage02Namespaces {
+					host, err := os.Readlink("/proc/self/ns/" + ns)
+					require.NoError(t, err)
+					require.Regexp(t, `^`+ns+`:\[\d+\]$`, inside[ns], "inside %s", ns)
+					if ns == "user" && !userns {
+						assert.Equal(t, host, inside[ns], "without --userns the user namespace is the host's")
+						continue
+					}
+					assert.NotEqual(t, host, inside[ns], "the %s namespace inside must be a new one", ns)
+				}
+			})
+		}
+	})
 }
 
 func TestStage02OnlyLoopbackInside(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	res := run(t, stage, "run", rootfsDir, "--", "ip", "-o", "link")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, []string{"lo"}, linkNames(res.stdout))
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		res := run(t, stage, "run", rootfsDir, "--", "ip", "-o", "link")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, []string{"lo"}, linkNames(res.stdout))
 
-	// The read-only /sys shows the devices of the new network namespace.
-	res = run(t, stage, "run", rootfsDir, "--", "ls", "/sys/class/net")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, "lo\n", res.stdout)
+		// The read-only /sys shows the devices of the new network namespace.
+		res = run(t, stage, "run", rootfsDir, "--", "ls", "/sys/class/net")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, "lo\n", res.stdout)
+	})
 }
 
 // linkNames takes the names out of `ip -o link` ("1: lo: <LOOPBACK> ...").
@@ -137,37 +143,38 @@ func linkNames(out string) []string {
 }
 
 func TestStage02IPCInvisible(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
 
-	t.Run("host object invisible inside", func(t *testing.T) {
-		// A System V shared memory segment, made on the host.
-		id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
-		require.NoError(t, err)
-		t.Cleanup(func() { _, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil) })
-		hostShm, err := os.ReadFile("/proc/sysvipc/shm")
-		require.NoError(t, err)
-		require.Contains(t, shmIDs(string(hostShm)), id, "the host lists its own segment")
+		t.Run("host object invisible inside", func(t *testing.T) {
+			// A System V shared memory segment, made on the host.
+			id, err := unix.SysvShmGet(unix.IPC_PRIVATE, 4096, unix.IPC_CREAT|0o600)
+			require.NoError(t, err)
+			t.Cleanup(func() { _, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil) })
+			hostShm, err := os.ReadFile("/proc/sysvipc/shm")
+			require.NoError(t, err)
+			require.Contains(t, shmIDs(string(hostShm)), id, "the host lists its own segment")
 
-		res := run(t, stage, "run", rootfsDir, "--", "cat", "/proc/sysvipc/shm")
-		require.Equal(t, 0, res.code, res.stderr)
-		assert.Empty(t, shmIDs(res.stdout), "the new IPC namespace has no segments:\n%s", res.stdout)
-	})
+			res := run(t, stage, "run", rootfsDir, "--", "cat", "/proc/sysvipc/shm")
+			require.Equal(t, 0, res.code, res.stderr)
+			assert.Empty(t, shmIDs(res.stdout), "the new IPC namespace has no segments:\n%s", res.stdout)
+		})
 
-	t.Run("object made inside invisible on the host", func(t *testing.T) {
-		// A POSIX message queue, made inside while the container lives.
-		queue := fmt.Sprintf("minibox-test-%d", os.Getpid())
-		// Without an IPC namespace the queue would be the host's: remove it.
-		t.Cleanup(func() { _ = mqUnlink(queue) })
-		c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
-			"mkdir /dev/mqueue && mount -t mqueue mqueue /dev/mqueue && touch /dev/mqueue/"+queue+
-				" && echo ready && exec sleep 60")
-		c.waitFor(t, "ready")
-		// Seen from the host through the container's own mount of it...
-		_, err := os.Stat(fmt.Sprintf("/proc/%d/root/dev/mqueue/%s", c.pid(t), queue))
-		require.NoError(t, err, "the queue exists inside")
-		// ...but the host's IPC namespace has no such queue.
-		assert.ErrorIs(t, mqOpen(queue), unix.ENOENT)
-		c.kill(t)
+		t.Run("object made inside invisible on the host", func(t *testing.T) {
+			// A POSIX message queue, made inside while the container lives.
+			queue := fmt.Sprintf("minibox-test-%d", os.Getpid())
+			// Without an IPC namespace the queue would be the host's: remove it.
+			t.Cleanup(func() { _ = mqUnlink(queue) })
+			c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
+				"mkdir /dev/mqueue && mount -t mqueue mqueue /dev/mqueue && touch /dev/mqueue/"+queue+
+					" && echo ready && exec sleep 60")
+			c.waitFor(t, "ready")
+			// Seen from the host through the container's own mount of it...
+			_, err := os.Stat(fmt.Sprintf("/proc/%d/root/dev/mqueue/%s", c.pid(t), queue))
+			require.NoError(t, err, "the queue exists inside")
+			// ...but the host's IPC namespace has no such queue.
+			assert.ErrorIs(t, mqOpen(queue), unix.ENOENT)
+			c.kill(t)
+		})
 	})
 }
 
@@ -211,31 +218,32 @@ func mqUnlink(name string) error {
 }
 
 func TestStage02MountsStayInside(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
 
-	// "/" inside is exactly the rootfs.
-	res := run(t, stage, "run", rootfsDir, "--", "ls", "-1", "/")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, listDir(t, rootfsDir), res.stdout)
+		// "/" inside is exactly the rootfs.
+		res := run(t, stage, "run", rootfsDir, "--", "ls", "-1", "/")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, listDir(t, rootfsDir), res.stdout)
 
-	// A run makes mounts (/proc, /dev, /sys, a tmpfs of its own); the host's
-	// mount table is byte for byte what it was.
-	before := readMountinfo(t)
-	res = run(t, stage, "run", rootfsDir, "--", "mount", "-t", "tmpfs", "minibox-test-tmpfs", "/tmp")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, before, readMountinfo(t), "a run must not change the host's mounts")
+		// A run makes mounts (/proc, /dev, /sys, a tmpfs of its own); the host's
+		// mount table is byte for byte what it was.
+		before := readMountinfo(t)
+		res = run(t, stage, "run", rootfsDir, "--", "mount", "-t", "tmpfs", "minibox-test-tmpfs", "/tmp")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, before, readMountinfo(t), "a run must not change the host's mounts")
 
-	// While the container lives, its mount is in its mount table, not in the host's.
-	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
-		"mount -t tmpfs minibox-test-tmpfs /tmp && echo ready && exec sleep 60")
-	c.waitFor(t, "ready")
-	inside, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.pid(t)))
-	require.NoError(t, err)
-	assert.Contains(t, string(inside), " /tmp rw")
-	assert.Contains(t, string(inside), "minibox-test-tmpfs")
-	assert.NotContains(t, readMountinfo(t), "minibox-test-tmpfs")
-	c.kill(t)
-	assert.Equal(t, before, readMountinfo(t))
+		// While the container lives, its mount is in its mount table, not in the host's.
+		c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c",
+			"mount -t tmpfs minibox-test-tmpfs /tmp && echo ready && exec sleep 60")
+		c.waitFor(t, "ready")
+		inside, err := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.pid(t)))
+		require.NoError(t, err)
+		assert.Contains(t, string(inside), " /tmp rw")
+		assert.Contains(t, string(inside), "minibox-test-tmpfs")
+		assert.NotContains(t, readMountinfo(t), "minibox-test-tmpfs")
+		c.kill(t)
+		assert.Equal(t, before, readMountinfo(t))
+	})
 }
 
 // On systemd hosts every mount is shared, so a mount made in a new mount
@@ -248,22 +256,23 @@ func TestStage02MountsStayInside(t *testing.T) {
 // stage's mounts cannot reach the host's (as `--propagation shared` would
 // let them on a systemd host).
 func TestStage02MountsStayInsideOnSharedHost(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	unshare, err := exec.LookPath("unshare")
-	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		unshare, err := exec.LookPath("unshare")
+		testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
 
-	script := `mount --make-rshared / || exit
-grep -q shared: /proc/self/mountinfo || echo "no shared mounts here"
-cat /proc/self/mountinfo; echo ---
-"$0" run "$1" -- mount -t tmpfs minibox-test-tmpfs /tmp || echo "stage failed: $?"
-echo ---; cat /proc/self/mountinfo`
-	res := run(t, unshare, "--mount", "--propagation", "private", "sh", "-c", script, stage, rootfsDir)
-	require.Equal(t, 0, res.code, res.stderr)
-	require.NotContains(t, res.stdout, "no shared mounts here")
-	require.NotContains(t, res.stdout, "stage failed", res.stderr)
-	parts := strings.Split(res.stdout, "---\n")
-	require.Len(t, parts, 3)
-	assert.Equal(t, parts[0], parts[2], "the stage's mounts leaked into the namespace it was started from")
+		script := `mount --make-rshared / || exit
+	grep -q shared: /proc/self/mountinfo || echo "no shared mounts here"
+	cat /proc/self/mountinfo; echo ---
+	"$0" run "$1" -- mount -t tmpfs minibox-test-tmpfs /tmp || echo "stage failed: $?"
+	echo ---; cat /proc/self/mountinfo`
+		res := run(t, unshare, "--mount", "--propagation", "private", "sh", "-c", script, stage, rootfsDir)
+		require.Equal(t, 0, res.code, res.stderr)
+		require.NotContains(t, res.stdout, "no shared mounts here")
+		require.NotContains(t, res.stdout, "stage failed", res.stderr)
+		parts := strings.Split(res.stdout, "---\n")
+		require.Len(t, parts, 3)
+		assert.Equal(t, parts[0], parts[2], "the stage's mounts leaked into the namespace it was started from")
+	})
 }
 
 func readMountinfo(t *testing.T) string {
@@ -277,84 +286,86 @@ func readMountinfo(t *testing.T) string {
 // read-only: writing a file that would be writable (lo's mtu, in the
 // container's own network namespace: harmless) fails with EROFS.
 func TestStage02DevAndSys(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	allowContainerRoot(t)
-	script := `ls /dev; echo ---
-echo hello > /dev/null && echo null ok
-head -c 16 /dev/urandom | wc -c
-head -c 4 /dev/zero | od -An -tx1
-case $( (echo 65536 >/sys/class/net/lo/mtu) 2>&1 ) in
-*"Read-only file system"*) echo sys read-only ;;
-*) echo "sys: writing lo's mtu did not fail with EROFS" ;;
-esac
-grep -q ' /sys ro,' /proc/self/mountinfo && echo sys mounted ro`
-	for _, flags := range [][]string{nil, {"--userns"}} {
-		t.Run(strings.Join(append([]string{"run"}, flags...), " "), func(t *testing.T) {
-			args := append(append([]string{"run"}, flags...), rootfsDir, "--", "sh", "-c", script)
-			res := run(t, stage, args...)
-			require.Equal(t, 0, res.code, res.stderr)
-			dev, rest, _ := strings.Cut(res.stdout, "---\n")
-			assert.ElementsMatch(t,
-				[]string{"fd", "full", "null", "ptmx", "pts", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"},
-				strings.Fields(dev), "a minimal /dev, not the host's")
-			assert.Equal(t, "null ok\n16\n 00 00 00 00\nsys read-only\nsys mounted ro\n", rest)
-		})
-	}
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		allowContainerRoot(t)
+		script := `ls /dev; echo ---
+	echo hello > /dev/null && echo null ok
+	head -c 16 /dev/urandom | wc -c
+	head -c 4 /dev/zero | od -An -tx1
+	case $( (echo 65536 >/sys/class/net/lo/mtu) 2>&1 ) in
+	*"Read-only file system"*) echo sys read-only ;;
+	*) echo "sys: writing lo's mtu did not fail with EROFS" ;;
+	esac
+	grep -q ' /sys ro,' /proc/self/mountinfo && echo sys mounted ro`
+		for _, flags := range [][]string{nil, {"--userns"}} {
+			t.Run(strings.Join(append([]string{"run"}, flags...), " "), func(t *testing.T) {
+				args := append(append([]string{"run"}, flags...), rootfsDir, "--", "sh", "-c", script)
+				res := run(t, stage, args...)
+				require.Equal(t, 0, res.code, res.stderr)
+				dev, rest, _ := strings.Cut(res.stdout, "---\n")
+				assert.ElementsMatch(t,
+					[]string{"fd", "full", "null", "ptmx", "pts", "random", "stderr", "stdin", "stdout", "tty", "urandom", "zero"},
+					strings.Fields(dev), "a minimal /dev, not the host's")
+				assert.Equal(t, "null ok\n16\n 00 00 00 00\nsys read-only\nsys mounted ro\n", rest)
+			})
+		}
+	})
 }
 
 func TestStage02UserNamespace(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	allowContainerRoot(t)
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		allowContainerRoot(t)
 
-	res := run(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
-		"id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, []string{"0", "0", "0", "100000", "65536", "0", "100000", "65536", "deny"}, strings.Fields(res.stdout))
+		res := run(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
+			"id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, []string{"0", "0", "0", "100000", "65536", "0", "100000", "65536", "deny"}, strings.Fields(res.stdout))
 
-	// Seen from the host, container root is uid 100000: its process...
-	marker := filepath.Join(rootfsDir, "tmp", "minibox-userns-test")
-	t.Cleanup(func() { os.Remove(marker) })
-	c := startContainer(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
-		"touch /tmp/minibox-userns-test && echo ready && exec sleep 60")
-	c.waitFor(t, "ready")
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid(t)))
-	require.NoError(t, err)
-	assert.Regexp(t, `(?m)^Uid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
-	assert.Regexp(t, `(?m)^Gid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
-	c.kill(t)
-	// ...and the files it makes.
-	var st unix.Stat_t
-	require.NoError(t, unix.Stat(marker, &st))
-	assert.Equal(t, uint32(100000), st.Uid)
+		// Seen from the host, container root is uid 100000: its process...
+		marker := filepath.Join(rootfsDir, "tmp", "minibox-userns-test")
+		t.Cleanup(func() { os.Remove(marker) })
+		c := startContainer(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
+			"touch /tmp/minibox-userns-test && echo ready && exec sleep 60")
+		c.waitFor(t, "ready")
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid(t)))
+		require.NoError(t, err)
+		assert.Regexp(t, `(?m)^Uid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
+		assert.Regexp(t, `(?m)^Gid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
+		c.kill(t)
+		// ...and the files it makes.
+		var st unix.Stat_t
+		require.NoError(t, unix.Stat(marker, &st))
+		assert.Equal(t, uint32(100000), st.Uid)
 
-	// Host root can make device nodes; container root cannot.
-	mknod := []string{"--", "mknod", "/dev/minibox-test", "c", "1", "3"}
-	res = run(t, stage, append([]string{"run", rootfsDir}, mknod...)...)
-	assert.Equal(t, 0, res.code, "without --userns, root inside is host root: %s", res.stderr)
-	res = run(t, stage, append([]string{"run", "--userns", rootfsDir}, mknod...)...)
-	assert.NotEqual(t, 0, res.code)
-	assert.Contains(t, res.stderr, "not permitted")
+		// Host root can make device nodes; container root cannot.
+		mknod := []string{"--", "mknod", "/dev/minibox-test", "c", "1", "3"}
+		res = run(t, stage, append([]string{"run", rootfsDir}, mknod...)...)
+		assert.Equal(t, 0, res.code, "without --userns, root inside is host root: %s", res.stderr)
+		res = run(t, stage, append([]string{"run", "--userns", rootfsDir}, mknod...)...)
+		assert.NotEqual(t, 0, res.code)
+		assert.Contains(t, res.stderr, "not permitted")
 
-	// The stage binary may sit where container root cannot reach it (`go
-	// run` builds it in a 0700 directory): re-executing /proc/self/exe
-	// still works.
-	hidden := filepath.Join(t.TempDir(), "hidden")
-	require.NoError(t, os.Mkdir(hidden, 0o700))
-	data, err := os.ReadFile(stage)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(hidden, "stage02"), data, 0o755))
-	res = run(t, filepath.Join(hidden, "stage02"), "run", "--userns", rootfsDir, "--", "id", "-u")
-	require.Equal(t, 0, res.code, res.stderr)
-	assert.Equal(t, "0\n", res.stdout)
+		// The stage binary may sit where container root cannot reach it (`go
+		// run` builds it in a 0700 directory): re-executing /proc/self/exe
+		// still works.
+		hidden := filepath.Join(t.TempDir(), "hidden")
+		require.NoError(t, os.Mkdir(hidden, 0o700))
+		data, err := os.ReadFile(stage)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(hidden, filepath.Base(stage)), data, 0o755))
+		res = run(t, filepath.Join(hidden, filepath.Base(stage)), "run", "--userns", rootfsDir, "--", "id", "-u")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, "0\n", res.stdout)
 
-	// A rootfs that container root cannot reach is a clear error.
-	locked := filepath.Join(t.TempDir(), "locked")
-	require.NoError(t, os.MkdirAll(filepath.Join(locked, "rootfs"), 0o755))
-	require.NoError(t, os.Chmod(locked, 0o700))
-	res = run(t, stage, "run", "--userns", filepath.Join(locked, "rootfs"), "--", "true")
-	assert.Equal(t, 1, res.code)
-	assert.Contains(t, res.stderr, filepath.Join(locked, "rootfs"))
-	assert.Contains(t, res.stderr, "o+x")
+		// A rootfs that container root cannot reach is a clear error.
+		locked := filepath.Join(t.TempDir(), "locked")
+		require.NoError(t, os.MkdirAll(filepath.Join(locked, "rootfs"), 0o755))
+		require.NoError(t, os.Chmod(locked, 0o700))
+		res = run(t, stage, "run", "--userns", filepath.Join(locked, "rootfs"), "--", "true")
+		assert.Equal(t, 1, res.code)
+		assert.Contains(t, res.stderr, filepath.Join(locked, "rootfs"))
+		assert.Contains(t, res.stderr, "o+x")
+	})
 }
 
 // Container root starts with no supplementary groups: not the stage's (under
@@ -362,77 +373,66 @@ func TestStage02UserNamespace(t *testing.T) {
 // in its user namespace) and which would let it read the host's files that
 // group root may read.
 func TestStage02UserNamespaceDropsSupplementaryGroups(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	allowContainerRoot(t)
-	groupsInside := func(args ...string) string {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, stage, append(args, rootfsDir, "--", "grep", "^Groups:", "/proc/self/status")...)
-		// The stage runs as root with the supplementary group 0, as under sudo.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0}}}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		require.NoError(t, err, "stage02 %v: %s", args, &stderr)
-		return string(out)
-	}
-	// Without --userns root inside is host root, groups and all: the set-up works.
-	assert.Regexp(t, `^Groups:\s+0\s*\n$`, groupsInside("run"))
-	assert.Regexp(t, `^Groups:[ \t]*\n$`, groupsInside("run", "--userns"), "container root kept supplementary groups")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		allowContainerRoot(t)
+		groupsInside := func(args ...string) string {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, stage, append(args, rootfsDir, "--", "grep", "^Groups:", "/proc/self/status")...)
+			// The stage runs as root with the supplementary group 0, as under sudo.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0}}}
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			require.NoError(t, err, "%s %v: %s", filepath.Base(stage), args, &stderr)
+			return string(out)
+		}
+		// Without --userns root inside is host root, groups and all: the set-up works.
+		assert.Regexp(t, `^Groups:\s+0\s*\n$`, groupsInside("run"))
+		assert.Regexp(t, `^Groups:[ \t]*\n$`, groupsInside("run", "--userns"), "container root kept supplementary groups")
+	})
 }
 
 // The chroot escape of stage 01 no longer reaches the host.
 func TestStage02EscapeFails(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	secret := filepath.Join(t.TempDir(), "host-secret")
-	require.NoError(t, os.WriteFile(secret, []byte("only on the host\n"), 0o600))
-	escape := copyIntoRootfs(t, stage, "escape")
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		secret := filepath.Join(t.TempDir(), "host-secret")
+		require.NoError(t, os.WriteFile(secret, []byte("only on the host\n"), 0o600))
+		escape := copyIntoRootfs(t, stage, "escape")
 
-	// The same escape program, run by stage 01, gets out: the set-up works.
-	res := run(t, filepath.Join(binDir, "stage01"), "run", rootfsDir, "--", escape, "escape", secret)
-	require.Equal(t, 0, res.code, res.stderr)
-	require.Contains(t, res.stdout, "only on the host")
+		// The same escape program, run by stage 01, gets out: the set-up works.
+		res := run(t, filepath.Join(binDir, "stage01"), "run", rootfsDir, "--", escape, "escape", secret)
+		require.Equal(t, 0, res.code, res.stderr)
+		require.Contains(t, res.stdout, "only on the host")
 
-	res = run(t, stage, "run", rootfsDir, "--", escape, "escape", secret)
-	assert.Equal(t, 1, res.code)
-	assert.NotContains(t, res.stdout, "only on the host")
-	assert.Contains(t, res.stderr, "escape failed: cannot read "+secret)
-	assert.NoDirExists(t, filepath.Join(rootfsDir, ".escape"), "the escape must clean up after itself")
+		res = run(t, stage, "run", rootfsDir, "--", escape, "escape", secret)
+		assert.Equal(t, 1, res.code)
+		assert.NotContains(t, res.stdout, "only on the host")
+		assert.Contains(t, res.stderr, "escape failed: cannot read "+secret)
+		assert.NoDirExists(t, filepath.Join(rootfsDir, ".escape"), "the escape must clean up after itself")
+	})
 }
 
+// Exit statuses special to a PID 1 (TestStage01ExitStatusPropagates has
+// the others): it ignores SIGINT (it has no handler), so Ctrl-C to the
+// stage makes the stage kill it: the container was killed, 137.
 func TestStage02ExitStatusPropagates(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	res := run(t, stage, "run", rootfsDir, "--", "sh", "-c", "exit 7")
-	assert.Equal(t, 7, res.code)
-
-	// PID 1 ignores signals it has no handler for, even SIGKILL, when they
-	// come from inside its namespace, so kill it from the host: 128+9.
-	c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
-	c.waitFor(t, "ready")
-	require.NoError(t, unix.Kill(c.pid(t), unix.SIGKILL))
-	assert.Equal(t, 137, c.wait(t).code)
-
-	// PID 1 ignores SIGINT (it has no handler), so Ctrl-C to the stage
-	// makes the stage kill it: the container was killed, 137.
-	c = startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
-	c.waitFor(t, "ready")
-	pid1 := c.pid(t)
-	require.NoError(t, unix.Kill(c.cmd.Process.Pid, unix.SIGINT))
-	assert.Equal(t, 137, c.wait(t).code, c.stderr.String())
-	assert.Eventually(t, func() bool { return !running(pid1) }, 5*time.Second, 20*time.Millisecond,
-		"the container's PID 1 outlived the stage")
-
-	// An executable file the kernel cannot run: 126.
-	junk := filepath.Join(rootfsDir, "tmp", "minibox-not-a-program")
-	require.NoError(t, os.WriteFile(junk, []byte{0, 1, 2, 3}, 0o755))
-	t.Cleanup(func() { os.Remove(junk) })
-	res = run(t, stage, "run", rootfsDir, "--", "/tmp/minibox-not-a-program")
-	assert.Equal(t, 126, res.code, res.stderr)
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		c := startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
+		c.waitFor(t, "ready")
+		pid1 := c.pid(t)
+		require.NoError(t, unix.Kill(c.cmd.Process.Pid, unix.SIGINT))
+		assert.Equal(t, 137, c.wait(t).code, c.stderr.String())
+		assert.Eventually(t, func() bool { return !running(pid1) }, 5*time.Second, 20*time.Millisecond,
+			"the container's PID 1 outlived the stage")
+	})
 }
 
 func TestStage02SignalEndsContainer(t *testing.T) {
-	assertSignalEndsContainer(t, needNamespaceStage(t, "02"))
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		assertSignalEndsContainer(t, stage)
+	})
 }
 
 // assertSignalEndsContainer checks that SIGTERM to the stage ends the
@@ -477,40 +477,44 @@ func sleepsAsNobody(pid int) bool {
 		regexp.MustCompile(`(?m)^Uid:\t65534\t`).Match(status)
 }
 
+// Bad input special to the stages that mount (TestStage01BadInputIsAClearError
+// has the rest): a directory that is not a root filesystem makes the first
+// mount into it fail, and the error names it.
 func TestStage02BadInputIsAClearError(t *testing.T) {
-	stage := needNamespaceStage(t, "02")
-	assertBadInputIsAClearError(t, stage)
-
-	res := run(t, stage, "run", "--no-such-flag", rootfsDir, "--", "true")
-	assert.Equal(t, 2, res.code)
-	assert.Contains(t, res.stderr, "no-such-flag")
-
-	// A directory that is not a root filesystem: the first mount fails.
-	empty := t.TempDir()
-	res = run(t, stage, "run", empty, "--", "true")
-	assert.Equal(t, 1, res.code)
-	assert.Contains(t, res.stderr, filepath.Join(empty, "proc"))
-
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		empty := t.TempDir()
+		res := run(t, stage, "run", empty, "--", "true")
+		assert.Equal(t, 1, res.code)
+		assert.Contains(t, res.stderr, filepath.Join(empty, "proc"))
+	})
 }
 
+// `stageNN child` run by hand, outside new namespaces, would rename the
+// host and pivot_root it: it must refuse, with a message naming the
+// namespace, and change nothing. It runs in a throwaway PID, mount and UTS
+// namespace, so a broken refusal harms only that namespace, where the test
+// compares the hostname and the mount table before and after.
 func TestStage02ChildRefusesHostNamespaces(t *testing.T) {
-	assertChildRefusesHostNamespaces(t, needNamespaceStage(t, "02"))
-}
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		unshare, err := exec.LookPath("unshare")
+		testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
 
-// assertChildRefusesHostNamespaces: `stageNN child` run by hand, outside
-// new namespaces, would rename the host and pivot_root it: it must refuse.
-// It runs as PID 1 of a throwaway PID, mount and UTS namespace (so its
-// /proc/1 is itself, in the same namespaces, as if it were on the host),
-// so a broken refusal harms only that namespace.
-func assertChildRefusesHostNamespaces(t *testing.T, stage string) {
-	t.Helper()
-	unshare, err := exec.LookPath("unshare")
-	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
-
-	res := run(t, unshare, "--pid", "--fork", "--mount-proc", "--mount", "--uts", "--",
-		stage, "child", "minibox-test-host", rootfsDir, "true")
-	assert.Equal(t, 1, res.code)
-	assert.Contains(t, res.stderr, "refusing")
+		script := `hostname minibox-test-before || exit
+cat /proc/self/mountinfo; echo ---
+"$0" child minibox-test-host "$1" true; echo "status $?"
+echo ---; hostname; cat /proc/self/mountinfo`
+		res := run(t, unshare, "--pid", "--fork", "--mount-proc", "--mount", "--uts", "--",
+			"sh", "-c", script, stage, rootfsDir)
+		require.Equal(t, 0, res.code, res.stderr)
+		parts := strings.Split(res.stdout, "---\n")
+		require.Len(t, parts, 3, res.stdout)
+		assert.Equal(t, "status 1\n", parts[1], res.stderr)
+		// One line says both, in either order.
+		assert.Regexp(t, `(?m)^.*(refusing.*not in a new (uts|pid|mnt|ipc|net) namespace|not in a new (uts|pid|mnt|ipc|net) namespace.*refusing)`, res.stderr)
+		hostname, mounts, _ := strings.Cut(parts[2], "\n")
+		assert.Equal(t, "minibox-test-before", hostname, "the child changed the hostname")
+		assert.Equal(t, parts[0], mounts, "the child changed the mount table")
+	})
 }
 
 // allowContainerRoot lets host uid 100000, root inside --userns, reach the
@@ -550,6 +554,7 @@ type container struct {
 func startContainer(t *testing.T, bin string, args ...string) *container {
 	t.Helper()
 	c := &container{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), ended: make(chan struct{})}
+	c.cmd.Env = stageEnv()
 	c.cmd.Stderr = &c.stderr
 	stdout, err := c.cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -669,4 +674,76 @@ func (c *container) kill(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.wait(t)
+}
+
+// With -v the stage narrates its steps as shell lines on stderr, in the
+// order they happen: the clone (as unshare, with a flag per namespace),
+// then in the child the hostname, the mounts made private before any new
+// one, the new root, pivot_root, and last the exec.
+func TestStage02Narrates(t *testing.T) {
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		res := run(t, stage, "run", "-v", "--hostname", "box", rootfsDir, "--", "echo", "narrated")
+		require.Equal(t, 0, res.code, res.stderr)
+		assert.Equal(t, "narrated\n", res.stdout)
+		steps := narration(res.stderr)
+		clone := unshareStep(t, steps, false)
+		assertInOrder(t, steps[clone:],
+			"+ hostname box",
+			"+ mount --make-rprivate /",
+			"+ mount --rbind "+rootfsDir+" "+rootfsDir,
+			"+ mount -t proc proc "+rootfsDir+"/proc",
+			"+ mount -t sysfs sysfs "+rootfsDir+"/sys",
+			"+ cd "+rootfsDir,
+			"+ pivot_root . .",
+			"+ umount -l .",
+			"+ cd /",
+			"+ exec echo narrated")
+		// Without limits there is no cgroup to remove afterwards.
+		assert.Equal(t, "+ exec echo narrated", steps[len(steps)-1], "the exec is the last step")
+
+		// With --userns: --user in the clone, then the parent writes the
+		// child's maps (while the child runs: in no fixed order with its
+		// steps).
+		allowContainerRoot(t)
+		res = run(t, stage, "run", "-v", "--userns", rootfsDir, "--", "true")
+		require.Equal(t, 0, res.code, res.stderr)
+		steps = narration(res.stderr)
+		clone = unshareStep(t, steps, true)
+		pid := `/proc/[^/ ]+/` // the child's PID, or a name for it
+		var maps []string
+		for _, s := range steps[clone:] {
+			if regexp.MustCompile(`^\+ echo .* > ` + pid).MatchString(s) {
+				maps = append(maps, regexp.MustCompile(pid).ReplaceAllString(s, "/proc/PID/"))
+			}
+		}
+		assert.Equal(t, []string{
+			"+ echo deny > /proc/PID/setgroups",
+			"+ echo 0 100000 65536 > /proc/PID/uid_map",
+			"+ echo 0 100000 65536 > /proc/PID/gid_map",
+		}, maps, "the maps written after the clone:\n%s", res.stderr)
+	})
+}
+
+// unshareStep returns the index of the clone's step, "+ unshare …", after
+// checking that it names each new namespace (and the user namespace if and
+// only if userns).
+func unshareStep(t *testing.T, steps []string, userns bool) int {
+	t.Helper()
+	for i, s := range steps {
+		if !strings.HasPrefix(s, "+ unshare ") {
+			continue
+		}
+		flags := strings.Fields(s)
+		for _, f := range []string{"--uts", "--pid", "--mount", "--ipc", "--net", "--fork"} {
+			assert.Contains(t, flags, f, "the clone step %q", s)
+		}
+		if userns {
+			assert.Contains(t, flags, "--user", "the clone step %q", s)
+		} else {
+			assert.NotContains(t, flags, "--user", "the clone step %q", s)
+		}
+		return i
+	}
+	t.Fatalf("no step \"+ unshare …\" in:\n%s", strings.Join(steps, "\n"))
+	return -1
 }

@@ -1,0 +1,37 @@
+package stagetest
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+// When the kernel refuses to make the namespaces, the stage names the
+// flags it refuses and points to minibox doctor, instead of a bare
+// "fork/exec /proc/self/exe: operation not permitted". An unprivileged
+// user is the simplest such case: it may make a user namespace, but no
+// other namespace without one.
+func TestStage02CloneRefusalNamesTheFlags(t *testing.T) {
+	forEachStage(t, "02", func(t *testing.T, stage string) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, stage, "run", rootfsDir, "--", "true")
+		cmd.Env = stageEnv()
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if assert.ErrorAs(t, err, &exit, stderr.String()) {
+			assert.Equal(t, 1, exit.ExitCode(), stderr.String())
+		}
+		assert.Contains(t, stderr.String(), "CLONE_NEWUTS", "the refused flags are named")
+		assert.Contains(t, stderr.String(), "CLONE_NEWNET")
+		assert.Contains(t, stderr.String(), "minibox doctor")
+	})
+}
