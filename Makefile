@@ -2,24 +2,42 @@
 #
 #   sudo make tour    install what the lessons need, build, and run every lesson
 #   sudo make test    everything CI runs: lint, all tests as root, the cgroup v2 VM
+#   make unit         the tests that need no root, as a normal user (contributors)
 #   make bench        benchmarks (timing goals are measured here, never asserted)
-#   make lint         gofmt + go vet
+#   make lint         gofmt, go vet, the Go floor, shellcheck on the scripts
+#                     and on every lesson's demos
 
 # sudo's secure_path usually leaves Go out: find it anyway.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export PATH := $(dir $(GO)):$(PATH)
 
+# Under sudo, root's own go commands (vet, test) use root's caches: with
+# sudo -E, or a sudo that keeps HOME, they would otherwise write root-owned
+# files into the user's. What runs as the user gets the user's HOME back
+# (scripts/as-invoking-user.sh, and minibox when it builds the stages).
+ifeq ($(shell id -u),0)
+ifneq ($(SUDO_UID),)
+export HOME := $(shell getent passwd 0 | cut -d: -f6)
+endif
+endif
+
 BIN := bin/minibox
 LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md)))
 
-.PHONY: tour test test-go test-v2vm bench lint build rootfs prereqs prereqs-test
+.PHONY: tour test unit test-go test-v2vm bench lint build rootfs prereqs prereqs-test check-owner
 
 # The steps of tour and test depend on each other's effects (packages,
 # the rootfs, the kernel): never run them in parallel.
 .NOTPARALLEL:
 
+# Under sudo, build as the invoking user (scripts/as-invoking-user.sh): bin/
+# stays theirs and the build uses their warm Go caches, so it works offline.
+# A bin/ left root's by an older minibox is given back first.
 build:
-	$(GO) build -o $(BIN) ./cmd/minibox
+	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ -d bin ]; then \
+		chown -R "$$SUDO_UID:$$SUDO_GID" bin; \
+	fi
+	bash scripts/as-invoking-user.sh $(GO) build -o $(BIN) ./cmd/minibox
 
 prereqs:
 	@GO=$(GO) bash scripts/install-prereqs.sh
@@ -38,8 +56,31 @@ tour: prereqs build rootfs
 		n=$${l%%-*}; echo "=== lesson $$n ($$l)"; \
 		$(BIN) lesson $$n --yes --check; \
 	done
+	@$(MAKE) --no-print-directory check-owner
 
-test: prereqs-test lint test-go test-v2vm
+test: prereqs-test lint test-go test-v2vm check-owner
+
+# Under sudo, nothing in the student's checkout may end up root's: they
+# could no longer edit, rebuild or delete it without sudo.
+check-owner:
+	@if [ "$$(id -u)" = 0 ] && [ -n "$${SUDO_UID:-}" ] && [ "$$SUDO_UID" != 0 ]; then \
+		files=$$(find . -path ./.git -prune -o -user 0 -print | head -n 20); \
+		if [ -n "$$files" ]; then \
+			echo "root-owned files in the checkout (fix: sudo chown -R $$SUDO_UID:$$SUDO_GID .):"; \
+			echo "$$files"; exit 1; \
+		fi; \
+	fi
+
+# What go test ./... runs as a normal user: the kernel tests skip
+# (testenv.RequireRoot), also when MINIBOX_REQUIRE_ROOT=1 is exported (CI).
+# Under sudo it runs as the invoking user; as root itself there is no
+# normal user to be.
+unit:
+	@if [ "$$(id -u)" = 0 ] && { [ -z "$${SUDO_UID:-}" ] || [ "$$SUDO_UID" = 0 ]; }; then \
+		echo "make unit runs the tests as a normal user: run it without sudo (as root, make test runs everything)" >&2; \
+		exit 1; \
+	fi
+	bash scripts/as-invoking-user.sh env -u MINIBOX_REQUIRE_ROOT $(GO) test -count=1 ./...
 
 # -p 1: kernel tests of different packages must not run at once, or one
 # package's mounts and cgroups would look like another's leaks.
@@ -51,6 +92,7 @@ test-go:
 # most students' machines are pure v2, CI's is hybrid. On a pure v2 host
 # test-go already ran them natively. docs/cgroup-v2-vm.md
 test-v2vm:
+	@# The same question as needs_v2vm in scripts/install-prereqs.sh.
 	@if [ "$$(stat -fc %T /sys/fs/cgroup)" = cgroup2fs ]; then \
 		echo "this host is cgroup v2: the v2 code paths ran natively; no VM needed"; \
 	else \
@@ -61,7 +103,25 @@ test-v2vm:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
 
+# shellcheck codes that are wrong for lesson demos (not for scripts/):
+#   SC2016  '$(…)' in single quotes is how a demo hands a script to the
+#           container's shell (stage02 run … sh -c '…') or a program to awk:
+#           it must expand there, not on the host.
+#   SC2012  ls | wc -l counts PIDs, busybox applets, cgroup directories:
+#           names without spaces or newlines, and ls is what readers know.
+DEMO_SHELLCHECK_EXCLUDE := SC2016,SC2012
+
+# go vet's stdversion check flags standard-library calls newer than go.mod's
+# go line; scripts/gofloor keeps that line at 1.22.x and every dependency's
+# at or below it. Demos run with /bin/sh (dash): shellcheck -s sh.
 lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run ./scripts/gofloor
+	@command -v shellcheck >/dev/null || { \
+		echo "make lint needs shellcheck: sudo apt-get install shellcheck (sudo make prereqs-test installs it)" >&2; exit 1; }
+	find scripts -name '*.sh' -exec shellcheck .ci/run {} +
+	@d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+		$(GO) run ./scripts/demoscripts "$$d" && \
+		cd "$$d" && shellcheck -s sh -e $(DEMO_SHELLCHECK_EXCLUDE) */*.sh && echo "lesson demos: shellcheck clean"

@@ -1,15 +1,16 @@
 module github.com/minibox-lab/minibox
 
-go 1.21
+go 1.22.0
 
 require (
 	github.com/charmbracelet/glamour v0.8.0
+	github.com/mattn/go-runewidth v0.0.15
 	github.com/muesli/termenv v0.15.3-0.20240618155329-98d742f6907a
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/spf13/cobra v1.8.1
 	github.com/stretchr/testify v1.9.0
-	golang.org/x/sys v0.22.0
-	golang.org/x/term v0.22.0
+	golang.org/x/sys v0.30.0
+	golang.org/x/term v0.29.0
 )
 
 require (
@@ -24,7 +25,6 @@ require (
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/lucasb-eyer/go-colorful v1.2.0 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
-	github.com/mattn/go-runewidth v0.0.15 // indirect
 	github.com/microcosm-cc/bluemonday v1.0.27 // indirect
 	github.com/muesli/reflow v0.3.0 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect

@@ -5,14 +5,43 @@
 # what to install for the ones missing and exits 1; 0 if nothing is missing.
 #
 #   scripts/install-prereqs.sh          busybox-static iproute2 iptables
-#   scripts/install-prereqs.sh --test   … and qemu-system-x86 (the cgroup v2 VM)
+#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), and
+#                                       qemu-system-x86 where make test runs
+#                                       the cgroup v2 VM (not on a pure v2 host)
+#   scripts/install-prereqs.sh [--test] --list
+#                                       print the packages it wants, one a
+#                                       line, and change nothing
 set -euo pipefail
+
+# needs_v2vm: make test-v2vm boots the cgroup v2 VM, i.e. the host's cgroup
+# root is not cgroup2 (v1 or hybrid). The Makefile asks the same question.
+# MINIBOX_CGROUP_ROOT lets the tests point it elsewhere.
+needs_v2vm() {
+	[[ "$(stat -fc %T "${MINIBOX_CGROUP_ROOT:-/sys/fs/cgroup}")" != cgroup2fs ]]
+}
 
 packages=(busybox-static iproute2 iptables)
 target=tour
-if [[ "${1:-}" == "--test" ]]; then
-	packages+=(qemu-system-x86)
-	target=test
+list=false
+for arg in "$@"; do
+	case $arg in
+	--test) target='test' ;; # quoted: a word, not the test command
+	--list) list=true ;;
+	*)
+		echo "usage: $0 [--test] [--list]" >&2
+		exit 2
+		;;
+	esac
+done
+if [[ $target == test ]]; then
+	packages+=(shellcheck)
+	if needs_v2vm; then
+		packages+=(qemu-system-x86)
+	fi
+fi
+if $list; then
+	printf '%s\n' "${packages[@]}"
+	exit 0
 fi
 
 # Go is not a package here (distributions' Go is often too old): check it.
@@ -42,7 +71,9 @@ is_static() {
 		out=$(file -L "$1" 2>/dev/null) || return 1
 		[[ $out == *"statically linked"* || $out == *"static-pie linked"* ]]
 	elif command -v ldd >/dev/null; then
-		! ldd "$1" >/dev/null 2>&1 # ldd fails on static binaries
+		if ldd "$1" >/dev/null 2>&1; then # ldd fails on static binaries
+			return 1
+		fi
 	else
 		echo "cannot tell whether $1 is static (no readelf, file or ldd); minibox doctor checks it" >&2
 	fi
@@ -68,8 +99,12 @@ if ! command -v dpkg-query >/dev/null; then
 	command -v iptables >/dev/null ||
 		missing+=("iptables: iptables (Debian/Ubuntu), iptables-nft (Fedora)")
 	if [[ $target == test ]]; then
-		command -v qemu-system-x86_64 >/dev/null ||
-			missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")
+		command -v shellcheck >/dev/null ||
+			missing+=("shellcheck: shellcheck (Debian/Ubuntu), ShellCheck (Fedora)")
+		if needs_v2vm; then
+			command -v qemu-system-x86_64 >/dev/null ||
+				missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")
+		fi
 	fi
 	[[ ${#missing[@]} -eq 0 ]] && exit 0
 	echo "minibox needs these; install them with your distribution's package manager, then run make again:" >&2
@@ -99,4 +134,8 @@ echo "installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # --no-install-recommends: qemu alone would otherwise pull in a desktop's worth.
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+	# Ubuntu ships shellcheck (and busybox-static) in universe.
+	echo "could not install ${missing[*]}; on Ubuntu, some are in the universe component: sudo add-apt-repository universe" >&2
+	exit 1
+fi

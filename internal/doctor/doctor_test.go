@@ -209,7 +209,6 @@ func TestKernel(t *testing.T) {
 		{"garbage", doctor.Warn},
 		{"six.one", doctor.Warn},
 	} {
-		tc := tc
 		t.Run(tc.release, func(t *testing.T) {
 			h := healthyHost(t)
 			h.release = tc.release
@@ -738,7 +737,6 @@ func TestRootPropagation(t *testing.T) {
 		{"no / mount", "23 22 0:21 / /proc rw,relatime shared:13 - proc proc rw", ""},
 		{"empty", "", ""},
 	} {
-		tc := tc
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, doctor.RootPropagation(tc.mountinfo))
 		})
@@ -792,7 +790,6 @@ func TestCommands(t *testing.T) {
 		{"iproute2", "ip", "/usr/sbin/ip",
 			"apt-get install iproute2 (Debian/Ubuntu) or dnf install iproute (Fedora)", "veth"},
 	} {
-		tc := tc
 		t.Run(tc.check, func(t *testing.T) {
 			h := healthyHost(t)
 			r := check(t, h, tc.check)
@@ -914,7 +911,6 @@ func TestContainer(t *testing.T) {
 		{"docker with ext4 root", "other", []string{"/.dockerenv"}, doctor.Warn, "signs of a container (/.dockerenv)"},
 		{"podman", "other", []string{"/run/.containerenv"}, doctor.Warn, "signs of a container (/run/.containerenv)"},
 	} {
-		tc := tc
 		t.Run(tc.name, func(t *testing.T) {
 			h := healthyHost(t)
 			h.rootFS = tc.rootFS

@@ -5,6 +5,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Module is the module path that identifies the minibox source tree.
@@ -37,6 +39,10 @@ func FindSource(start string) (string, error) {
 			return "", fmt.Errorf("MINIBOX_SRC=%s: no go.mod for %s there", src, Module)
 		}
 		return src, nil
+	}
+	// Absolute, or the walk up from "." would stop at once.
+	if abs, err := filepath.Abs(start); err == nil {
+		start = abs
 	}
 	starts := []string{start}
 	if exe, err := os.Executable(); err == nil {
@@ -122,27 +128,124 @@ func GoTool() (string, error) {
 	return "", fmt.Errorf("the go command is not on PATH nor in /usr/local/go/bin: install Go %s or newer (https://go.dev/doc/install) — the lessons build the stage programs from your working tree", MinGo)
 }
 
-// MinGo is the oldest Go that builds minibox: the go line of go.mod.
-const MinGo = "1.21"
+// MinGo is the oldest Go that builds minibox: the go line of go.mod
+// (make lint keeps the two in step).
+const MinGo = "1.22"
 
 // Build compiles the given stages into outDir as stage01, stage02, … — static
-// (CGO_ENABLED=0), so they also run inside a busybox rootfs. Progress goes
-// to log; a compile error is returned with the compiler's message.
+// (CGO_ENABLED=0), so they also run inside a busybox rootfs. It creates
+// outDir if needed. Progress goes to log; a compile error is returned with
+// the compiler's message.
+//
+// Under sudo the go command runs as the invoking user (see asInvokingUser),
+// so it uses that user's Go caches and settings: after one online build,
+// later builds work offline, and root never writes into the user's caches.
 func Build(ctx context.Context, src, outDir string, list []Stage, log io.Writer) error {
 	goTool, err := GoTool()
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", outDir, err)
+	}
+	builder, err := newBuilder(src, outDir, log)
+	if err != nil {
+		return err
+	}
+	defer builder.close()
 	for _, s := range list {
 		if log != nil {
 			fmt.Fprintf(log, "building %s from %s\n", s.Binary(), s.Name)
 		}
-		cmd := exec.CommandContext(ctx, goTool, "build", "-o", filepath.Join(outDir, s.Binary()), "./"+s.Name)
-		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-		cmd.Dir = src
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s failed:\n%s", s.Name, strings.TrimSpace(string(out)))
+		if err := builder.build(ctx, goTool, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// builder runs go build for Build, as root or as the invoking user.
+type builder struct {
+	src, outDir string
+	as          *account // nil: as this process's user
+	// staging is where the go command, running as the invoking user, writes:
+	// outDir's parents may be closed to that user (a lesson's temporary
+	// directory is root's, mode 0700). Built files are moved to outDir.
+	staging string
+}
+
+func newBuilder(src, outDir string, log io.Writer) (*builder, error) {
+	b := &builder{src: src, outDir: outDir}
+	a, why := asInvokingUser(src)
+	if why != "" && log != nil {
+		fmt.Fprintf(log, "note: building as root: %s\n", why)
+	}
+	if a == nil {
+		return b, nil
+	}
+	staging, err := os.MkdirTemp("", "minibox-build-")
+	if err != nil {
+		return nil, fmt.Errorf("create a build directory: %w", err)
+	}
+	if err := os.Chown(staging, a.uid, a.gid); err != nil {
+		os.RemoveAll(staging)
+		return nil, fmt.Errorf("give the build directory to %s: %w", a.name, err)
+	}
+	b.as, b.staging = a, staging
+	return b, nil
+}
+
+func (b *builder) close() {
+	if b.staging != "" {
+		os.RemoveAll(b.staging)
+	}
+}
+
+func (b *builder) build(ctx context.Context, goTool string, s Stage) error {
+	dir := b.outDir
+	if b.as != nil {
+		dir = b.staging
+	}
+	out := filepath.Join(dir, s.Binary())
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", out, "./"+s.Name)
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.Dir = b.src
+	env := os.Environ()
+	if b.as != nil {
+		env = b.as.env(env)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: b.as.credential()}
+	}
+	cmd.Env = append(env, "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s failed:\n%s", s.Name, strings.TrimSpace(string(out)))
+	}
+	if b.as == nil {
+		return nil
+	}
+	return moveFile(out, filepath.Join(b.outDir, s.Binary()))
+}
+
+// moveFile renames from to to, or copies it (keeping its owner and mode)
+// when they are on different file systems.
+func moveFile(from, to string) error {
+	err := os.Rename(from, to)
+	if err == nil || !errors.Is(err, syscall.EXDEV) {
+		return err
+	}
+	info, err := os.Stat(from)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(to, data, info.Mode().Perm()); err != nil {
+		return err
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		if err := os.Chown(to, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("give %s to its builder: %w", to, err)
 		}
 	}
 	return nil

@@ -197,7 +197,16 @@ func main() {
 }
 `
 
+// notUnderSudo makes Build build as this process's user: under sudo make
+// test, the temporary trees here are root's and would be built as root
+// anyway, with a note in the log (sudo_test.go tests that).
+func notUnderSudo(t *testing.T) {
+	t.Setenv("SUDO_UID", "")
+	t.Setenv("SUDO_GID", "")
+}
+
 func TestBuild(t *testing.T) {
+	notUnderSudo(t)
 	root, _ := tree(t, goMod)
 	write(t, filepath.Join(root, "01-hello", "main.go"), hello)
 	write(t, filepath.Join(root, "02-bye", "main.go"), "package main\n\nfunc main() { println(\"bye\") }\n")
@@ -226,9 +235,15 @@ func TestBuild(t *testing.T) {
 
 	// No log is fine.
 	require.NoError(t, stages.Build(context.Background(), root, t.TempDir(), list[:1], nil))
+
+	// The output directory is created when missing.
+	missing := filepath.Join(t.TempDir(), "a", "bin")
+	require.NoError(t, stages.Build(context.Background(), root, missing, list[:1], nil))
+	assert.FileExists(t, filepath.Join(missing, "stage01"))
 }
 
 func TestBuildCompileError(t *testing.T) {
+	notUnderSudo(t)
 	root, _ := tree(t, goMod)
 	write(t, filepath.Join(root, "01-broken", "main.go"), "package main\n\nfunc main() {\n\tundefinedThing()\n}\n")
 	list, err := stages.List(root)

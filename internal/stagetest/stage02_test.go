@@ -525,8 +525,7 @@ func allowContainerRoot(t *testing.T) {
 	require.NoError(t, err)
 	testenv.Require(t, info.Mode().Perm()&0o001 != 0, fmt.Sprintf(
 		"--userns needs / searchable by others, and it is %o here: no other uid, so not container root, can resolve a path", info.Mode().Perm()))
-	for parent := filepath.Dir(rootfsDir); parent != "/" && parent != "."; parent = filepath.Dir(parent) {
-		dir := parent // this directory, for the clean-up (go.mod's Go predates per-iteration loop variables)
+	for dir := filepath.Dir(rootfsDir); dir != "/" && dir != "."; dir = filepath.Dir(dir) {
 		info, err := os.Stat(dir)
 		require.NoError(t, err)
 		mode := info.Mode().Perm()

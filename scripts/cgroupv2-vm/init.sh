@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash # busybox ash: shellcheck checks it as dash, its closest shell
 # /init of the throw-away cgroup v2 VM (copied into the initramfs by run.sh).
 #
 # The kernel runs this as PID 1, as root, with nothing mounted. It prepares a

@@ -87,6 +87,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/minibox-v2vm.XXXXXX")
 vm_pid= # the `timeout qemu` process, once started
 filter_pid=
 watch_pid=
+# shellcheck disable=SC2317 # reached through the EXIT trap, which shellcheck does not follow
 cleanup() {
 	if [[ -n $watch_pid ]]; then
 		kill "$watch_pid" 2>/dev/null || true
@@ -180,13 +181,13 @@ fetch_kernel() {
 	# able to write here; without this it works but warns.
 	chmod 0755 "$dl"
 	chown _apt "$dl" 2>/dev/null || true
-	(cd "$dl" && apt_get download -qq "$pkg") &&
+	if ! { (cd "$dl" && apt_get download -qq "$pkg") &&
 		dpkg-deb -x "$dl/$pkg"_*.deb "$dl/unpacked" &&
-		touch "$dl/unpacked/.complete" || {
+		touch "$dl/unpacked/.complete"; }; then
 		rm -rf "$dl"
 		dl=
 		return 1
-	}
+	fi
 	if [[ ! -f $cache/$pkg/.complete ]]; then
 		rm -rf "${cache:?}/$pkg"
 		# Fails only if a concurrent run was first: then use its copy.
