@@ -86,6 +86,10 @@ func checkNamespaces() {
 // execve of /proc/self/exe. If the kernel refuses, it finds out which flag.
 func startChild(cmd *exec.Cmd) {
 	flags := cmd.SysProcAttr.Cloneflags
+	if cmd.SysProcAttr.UidMappings != nil && flags&unix.CLONE_NEWUSER == 0 {
+		// Go would wait forever for a namespace that never comes.
+		fail(1, "uid maps but no user namespace: is CLONE_NEWUSER missing from userns.go?")
+	}
 	var opts []string
 	for _, k := range namespaceKinds {
 		if flags&k.flag != 0 {
