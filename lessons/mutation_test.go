@@ -1,0 +1,309 @@
+package lessons_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/lesson"
+	"github.com/minibox-lab/minibox/internal/mutate"
+	"github.com/minibox-lab/minibox/internal/testenv"
+	"github.com/minibox-lab/minibox/lessons"
+)
+
+// Lessons proven by breaking them (issue 7 §6, docs/mutations.md): each
+// mutation removes from a copy of the source tree the mechanism one lesson
+// teaches, and that lesson's --check must then fail. A lesson whose
+// expectations a broken stage still meets shows nothing.
+//
+// The languages share demos and expectations (TestLanguagesMatch), so each
+// mutation runs its lesson in one language, alternating: mutationLang.
+var lessonMutations = []mutate.Mutation{
+	// Lesson 1: chroot.
+	{
+		Name: "01-no-chdir", Lesson: 1, File: "01-chroot/main.go",
+		Old: `must(unix.Chdir("/"), "cd /")`,
+		New: `narrate("cd /") // mutation: no chdir("/") after chroot`,
+		Why: `chroot without chdir("/"): the command still stands in the host's tree (ls ../.. lists the host's /)`,
+	},
+	{
+		Name: "01-no-chroot", Lesson: 1, File: "01-chroot/main.go",
+		Old: `must(unix.Chroot(rootfs), "chroot %s", rootfs)`,
+		New: `narrate("chroot %s", rootfs) // mutation: no chroot(2)`,
+		Why: "no chroot(2) at all: the command sees the host's whole tree as /",
+	},
+	{
+		Name: "01-escape-does-not-climb", Lesson: 1, File: "01-chroot/escape.go",
+		Old: `for i := 0; i < 256; i++ {`,
+		New: `for i := 0; i < 0; i++ { // mutation: no cd .. past the old root`,
+		Why: "the escape without its climb up with cd ..: it stays inside, so the chroot's weakness is not shown",
+	},
+
+	// Lesson 2: namespaces.
+	{
+		Name: "02-no-uts-namespace", Lesson: 2, File: "02-namespaces/main.go",
+		Old: `Cloneflags: unix.CLONE_NEWUTS | unix.CLONE_NEWPID |`,
+		New: `Cloneflags: unix.CLONE_NEWPID |`,
+		Why: "CLONE_NEWUTS deleted, lesson 2's exercise: the guard refuses to start, so every demo of stage02 fails",
+	},
+	{
+		Name: "02-chroot-not-pivot-root", Lesson: 2, File: "02-namespaces/rootfs.go",
+		Old: "must(unix.PivotRoot(\".\", \".\"), \"pivot_root . .\")\n" +
+			"\t// Detach the old root, the host's whole tree, from the namespace.\n" +
+			"\tmust(unix.Unmount(\".\", unix.MNT_DETACH), \"umount -l .\")",
+		New: "must(unix.Chroot(\".\"), \"pivot_root . .\") // mutation: chroot, the host's tree stays mounted\n" +
+			"\tnarrate(\"umount -l .\")",
+		Why: "chroot instead of pivot_root: the host's tree stays in the mount namespace and stage 01's escape reaches it",
+	},
+	{
+		Name: "02-mounts-not-private", Lesson: 2, File: "02-namespaces/rootfs.go",
+		Old: `must(unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""), "mount --make-rprivate /")`,
+		New: `narrate("mount --make-rprivate /") // mutation: the mounts stay shared`,
+		Why: "no mount --make-rprivate /: where / is shared (systemd), the container's mounts propagate to the host, and pivot_root refuses",
+	},
+	{
+		Name: "02-no-new-proc", Lesson: 2, File: "02-namespaces/rootfs.go",
+		Old: `mountProc(filepath.Join(rootfs, "proc"))`,
+		New: `narrate("mount -t proc proc %s", filepath.Join(rootfs, "proc")) // mutation: no /proc of its own`,
+		Why: "no new /proc: ps inside cannot list the PID namespace's processes",
+	},
+	{
+		Name: "02-signal-not-forwarded", Lesson: 2, File: "02-namespaces/signals.go",
+		Old: `_ = p.Kill()`,
+		New: `_ = p // mutation: the container is not killed`,
+		Why: "Ctrl-C or SIGTERM to the stage no longer kills the container: PID 1 ignores them, and lives on",
+	},
+	{
+		Name: "02-no-user-namespace", Lesson: 2, File: "02-namespaces/main.go",
+		Old: `addUserNamespace(cmd) // userns.go`,
+		New: `_ = addUserNamespace // mutation: --userns makes no user namespace`,
+		Why: "--userns makes no user namespace: root inside would be the host's root (the guard refuses: it was asked for one)",
+	},
+	{
+		Name: "02-userns-root-is-host-root", Lesson: 2, File: "02-namespaces/userns.go",
+		Old: `{{ContainerID: 0, HostID: userNSHostID, Size: userNSSize}}`,
+		New: `{{ContainerID: 0, HostID: 0, Size: userNSSize}} // mutation: root inside is host uid 0`,
+		Why: "a user namespace whose root maps to host uid 0: files made inside belong to the host's root",
+	},
+
+	// Lesson 3: cgroups.
+	{
+		Name: "03-no-memory-limit", Lesson: 3, File: "03-cgroups/cgroups.go",
+		Old: `if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		New: `if strings.HasPrefix(file, "memory.") { // mutation: memory limits narrated, never written
+	} else if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		Why: "--memory never written (memory.max / memory.limit_in_bytes): nothing is OOM-killed",
+	},
+	{
+		Name: "03-no-cpu-quota", Lesson: 3, File: "03-cgroups/cgroups.go",
+		Old: `if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		New: `if strings.HasPrefix(file, "cpu.") { // mutation: the CPU quota narrated, never written
+	} else if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		Why: "--cpus never written (cpu.max / cpu.cfs_quota_us): the limited loop gets a whole CPU",
+	},
+	{
+		Name: "03-no-pids-limit", Lesson: 3, File: "03-cgroups/cgroups.go",
+		Old: `if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		New: `if strings.HasPrefix(file, "pids.") { // mutation: pids.max narrated, never written
+	} else if err := os.WriteFile(path, []byte(value), 0); err != nil {`,
+		Why: "--pids-limit never written to pids.max: the fork loop is not stopped",
+	},
+	{
+		Name: "03-joins-no-cgroup", Lesson: 3, File: "03-cgroups/cgroups.go",
+		Old: `_, err = unix.Write(fd, []byte("0"))`,
+		New: `_ = fd // mutation: the child never writes cgroup.procs`,
+		Why: "the group is made and limited, but the command never joins it: no limit applies",
+	},
+	{
+		Name: "03-joins-first-cgroup-only", Lesson: 3, File: "03-cgroups/cgroups.go",
+		Old: "if err == nil {\n\t\t\t_, err = unix.Write(fd, []byte(\"0\"))",
+		New: "if err == nil && fd == 3 { // mutation: only the first group is joined\n\t\t\t_, err = unix.Write(fd, []byte(\"0\"))",
+		Why: "only the first cgroup.procs is written: on cgroup v1 the container is in the memory tree only, so --cpus and --pids-limit do nothing",
+	},
+}
+
+// mutationLang is the language mutation i runs its lesson in: the
+// mutations of one lesson take the languages in turn, so a lesson with as
+// many mutations as there are languages is checked in every language.
+func mutationLang(ms []mutate.Mutation, i int) string {
+	k := 0
+	for _, m := range ms[:i] {
+		if m.Lesson == ms[i].Lesson {
+			k++
+		}
+	}
+	return lesson.Langs[k%len(lesson.Langs)]
+}
+
+// Every lesson is broken by at least one mutation in every language.
+func TestMutationsCoverEveryLessonInEveryLanguage(t *testing.T) {
+	covered := map[string]bool{}
+	names := map[string]bool{}
+	for i, m := range lessonMutations {
+		covered[fmt.Sprintf("%d/%s", m.Lesson, mutationLang(lessonMutations, i))] = true
+		assert.False(t, names[m.Name], "two mutations named %s", m.Name)
+		names[m.Name] = true
+		assert.NotEmpty(t, m.Why, "%s: say which mechanism it removes", m.Name)
+	}
+	for _, lang := range lesson.Langs {
+		all, err := lesson.Load(lessons.FS, lang)
+		require.NoError(t, err)
+		for _, l := range all {
+			assert.True(t, covered[fmt.Sprintf("%d/%s", l.Number, lang)],
+				"no mutation checks lesson %d (%s) in %s: add one to lessonMutations", l.Number, l.Name, lang)
+		}
+	}
+}
+
+// Every mutation still applies to the working tree: exactly one match of
+// its text. Pure and fast, so a stage edit that makes a mutation stale
+// fails here first, not only in the root-only check.
+func TestMutationsApplyToTheTree(t *testing.T) {
+	src, err := filepath.Abs("..")
+	require.NoError(t, err)
+	for _, m := range lessonMutations {
+		t.Run(m.Name, func(t *testing.T) {
+			require.NoError(t, mutate.Tree(src, t.TempDir(), m))
+		})
+	}
+}
+
+// docs/mutations.md lists every mutation by name.
+func TestMutationsAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/mutations.md")
+	require.NoError(t, err)
+	for _, m := range lessonMutations {
+		assert.Contains(t, string(doc), "`"+m.Name+"`", "docs/mutations.md does not list mutation %s", m.Name)
+	}
+}
+
+// failedOnADemo matches the lesson runner's reports of a demo that ran and
+// did not do what the lesson says: an unmet expectation, a wrong exit
+// status, or a hang. A build error or a lesson that could not start proves
+// nothing about the lesson, and matches none of these.
+var failedOnADemo = regexp.MustCompile(`expectation ".*" not met|demo exited with status \d+|demo did not finish within`)
+
+func TestLessonsFailWhenTheirMechanismIsRemoved(t *testing.T) {
+	testenv.RequireRoot(t)
+	unshare, err := exec.LookPath("unshare")
+	testenv.Require(t, err == nil, "needs unshare(1) from util-linux")
+	src, err := filepath.Abs("..")
+	require.NoError(t, err)
+	tmp := searchableTempDir(t)
+	// One minibox, built from the real tree: `minibox lesson` builds the
+	// stages from the tree MINIBOX_SRC names, here each mutated copy.
+	minibox := buildMinibox(t, tmp)
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	start, ran := time.Now(), 0
+
+	// The control: unmutated, every lesson passes in the wrapper, so a
+	// mutated run that fails fails because of its mutation.
+	all, err := lesson.Load(lessons.FS, "en")
+	require.NoError(t, err)
+	failsUnmutated := map[int]bool{}
+	for _, l := range all {
+		t.Run("unmutated/"+l.Name, func(t *testing.T) {
+			ran++
+			failsUnmutated[l.Number] = true // until it passes
+			testenv.CheckLeaks(t)
+			dir := filepath.Join(tmp, "unmutated-"+l.Name)
+			require.NoError(t, mutate.Copy(src, filepath.Join(dir, "src")))
+			out, code, took := runLessonInCopy(t, unshare, minibox, dir, l.Number, "en")
+			require.Equal(t, 0, code, "lesson %d --check fails unmutated in the wrapper (took %s): the mutation check would prove nothing\n%s",
+				l.Number, took, tail(out, 40))
+			failsUnmutated[l.Number] = false
+			t.Logf("lesson %d unmutated: passed in %s", l.Number, took)
+		})
+	}
+
+	for i, m := range lessonMutations {
+		lang := mutationLang(lessonMutations, i)
+		t.Run(fmt.Sprintf("%s/%s", m.Name, lang), func(t *testing.T) {
+			ran++
+			require.False(t, failsUnmutated[m.Lesson], "lesson %d fails unmutated: its failure with %s would prove nothing", m.Lesson, m.Name)
+			testenv.CheckLeaks(t)
+			// The wrapper keeps a broken stage off the host's hostname;
+			// check anyway, and put it back.
+			t.Cleanup(func() {
+				if now, _ := os.Hostname(); now != host {
+					t.Errorf("the host's hostname changed from %q to %q; restored", host, now)
+					_ = unix.Sethostname([]byte(host))
+				}
+			})
+			dir := filepath.Join(tmp, m.Name)
+			require.NoError(t, mutate.Tree(src, filepath.Join(dir, "src"), m))
+
+			out, code, took := runLessonInCopy(t, unshare, minibox, dir, m.Lesson, lang)
+			require.NotEqual(t, 0, code,
+				"lesson %d --check --lang %s passed with mutation %s (%s): it does not check what it teaches (took %s)\n%s",
+				m.Lesson, lang, m.Name, m.Why, took, tail(out, 40))
+			require.NotContains(t, out, "cannot run yet", "the lesson did not start: this proves nothing\n%s", tail(out, 20))
+			require.NotRegexp(t, `build \S+ failed`, out, "the mutated stage does not compile: fix the mutation\n%s", tail(out, 20))
+			require.Regexp(t, failedOnADemo, out, "lesson %d failed, but not on a demo's expectation or status:\n%s", m.Lesson, tail(out, 30))
+			t.Logf("%s: lesson %d (%s) failed, in %s: %s", m.Name, m.Lesson, lang, took, firstFailure(out))
+		})
+	}
+	t.Logf("%d lesson runs (of %d lessons unmutated and %d mutations) in %s",
+		ran, len(all), len(lessonMutations), time.Since(start).Round(100*time.Millisecond))
+}
+
+// lessonWrapper runs minibox in a throw-away mount and UTS namespace whose
+// mounts are all shared, as on a systemd host. Shared only after it was
+// made a private copy (`unshare --propagation private`): its peer groups
+// are its own, so nothing a broken stage mounts reaches the host, and a
+// stage whose guard failed could rename or pivot_root only this namespace.
+const lessonWrapper = `mount --make-rshared / || exit 125
+exec "$@"`
+
+// runLessonInCopy runs `minibox lesson N --yes --check --lang L` in the
+// wrapper, with the stages built from dir/src and a fresh rootfs in dir (a
+// mutation cannot spoil the next one's), and returns its output, exit
+// status and duration.
+func runLessonInCopy(t *testing.T, unshare, minibox, dir string, n int, lang string) (string, int, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, unshare, "--uts", "--mount", "--propagation", "private", "--",
+		"sh", "-c", lessonWrapper, "sh", minibox, "lesson", fmt.Sprint(n), "--yes", "--check", "--lang", lang)
+	cmd.Dir = filepath.Join(dir, "src")
+	cmd.Env = append(os.Environ(),
+		"MINIBOX_SRC="+filepath.Join(dir, "src"),
+		"MINIBOX_ROOTFS="+filepath.Join(dir, "rootfs"),
+		"MINIBOX_STATE="+filepath.Join(dir, "progress.json"),
+	)
+	// SIGTERM on a timeout: minibox then stops the demo and cleans up.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	began := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(began).Round(100 * time.Millisecond)
+	if ctx.Err() != nil {
+		t.Fatalf("minibox lesson %d --check did not end within 5 minutes:\n%s", n, tail(string(out), 40))
+	}
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatalf("run minibox lesson %d: %v", n, err)
+	}
+	return string(out), cmd.ProcessState.ExitCode(), took
+}
+
+// firstFailure is the runner's first failure line, for the test log.
+func firstFailure(out string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if failedOnADemo.MatchString(line) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
