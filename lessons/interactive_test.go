@@ -2,7 +2,6 @@ package lessons_test
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/internal/testenv"
 )
@@ -27,7 +25,7 @@ func TestInteractiveLessonPausesBeforeEachDemo(t *testing.T) {
 	testenv.RequireRoot(t)
 	tmp := searchableTempDir(t)
 	minibox := buildMinibox(t, tmp)
-	master, slave := openPTY(t)
+	master, slave := testenv.OpenPTY(t, 100)
 
 	cmd := exec.Command(minibox, "lesson", "1", "--lang", "en")
 	cmd.Dir = ".."
@@ -71,22 +69,6 @@ func TestInteractiveLessonPausesBeforeEachDemo(t *testing.T) {
 	waitFor(t, screen, "left before the end", 1)
 	_, err := os.Stat(filepath.Join(tmp, "progress.json"))
 	assert.True(t, os.IsNotExist(err), "a lesson left early is not marked done")
-}
-
-// openPTY opens a pseudo-terminal pair (pty(7)): /dev/ptmx is the master;
-// unlocking it makes /dev/pts/N, the slave, usable.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { master.Close() })
-	require.NoError(t, unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0))
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	require.NoError(t, err)
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	require.NoError(t, err)
-	require.NoError(t, unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 100}))
-	return master, slave
 }
 
 // waitFor waits until text has appeared at least n times on the screen.

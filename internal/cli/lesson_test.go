@@ -15,10 +15,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/internal/lesson"
 	"github.com/minibox-lab/minibox/internal/stages"
+	"github.com/minibox-lab/minibox/internal/testenv"
 	"github.com/minibox-lab/minibox/lessons"
 )
 
@@ -252,28 +252,11 @@ func readAsUserWithoutGo(t *testing.T, bin, dir, noGo, sed string, l *lesson.Les
 	assert.NotContains(t, out, "building", "%s: no stage was built", where)
 }
 
-// openPTY returns a pseudo-terminal pair; the slave is what a program
-// sees as its terminal.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { master.Close() })
-	require.NoError(t, unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0))
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	require.NoError(t, err)
-	slave, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
-	require.NoError(t, err)
-	t.Cleanup(func() { slave.Close() })
-	require.NoError(t, unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 40, Col: 80}))
-	return master, slave
-}
-
 // readOnTerminal runs minibox lesson 1 --read in-process with its output on
 // a terminal and returns what the terminal showed.
 func readOnTerminal(t *testing.T, args ...string) string {
 	t.Helper()
-	master, slave := openPTY(t)
+	master, slave := testenv.OpenPTY(t, 80)
 	var screen bytes.Buffer
 	var wg sync.WaitGroup
 	wg.Add(1)
