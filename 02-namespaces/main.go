@@ -22,6 +22,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -108,7 +109,10 @@ func run(args []string) int {
 	}
 	passNamespaces(cmd, *userns) // the child's proof (namespaces.go)
 
-	startChild(cmd)
+	if err := startChild(cmd); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", stage, err)
+		return 1 // after the deferred clean-up
+	}
 	go killOnSignal(sigs, cmd.Process)
 	if err := cmd.Wait(); err != nil {
 		return exitStatus(err)

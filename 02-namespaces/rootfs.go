@@ -26,7 +26,7 @@ func enterRootfs(rootfs string) {
 	pivotRoot(rootfs)
 }
 
-// makeMountsPrivate: mount --make-rprivate /
+// makeMountsPrivate: no mount made here may reach the host.
 //
 // The new namespace starts with a copy of the host's mounts, and on systemd
 // hosts those are "shared" (mount_namespaces(7)): a mount made under a
@@ -37,7 +37,7 @@ func makeMountsPrivate() {
 	must(unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""), "mount --make-rprivate /")
 }
 
-// bindOntoItself: mount --rbind ROOTFS ROOTFS
+// bindOntoItself makes ROOTFS a mount point.
 //
 // pivot_root needs the new root to be a mount point, and a plain directory
 // becomes one once something, here the directory itself, is mounted on it.
@@ -52,35 +52,33 @@ func bindOntoItself(rootfs string) {
 	must(err, "mount --rbind %s %s", rootfs, rootfs)
 }
 
-// mountProc: mount -t proc -o nosuid,nodev,noexec proc ROOTFS/proc
+// mountProc gives the container a /proc of its own.
 //
 // A new procfs lists the processes of the PID namespace of whoever mounts
 // it: ours, where this process is PID 1. (The host's /proc, which stage 01
 // showed, lists the host's.)
 func mountProc(target string) {
 	must(unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""),
-		"mount -t proc proc %s", target)
+		"mount -t proc -o nosuid,nodev,noexec proc %s", target)
 }
 
 // mountDev gives the container a minimal /dev of its own: a small tmpfs with
 // the few devices every program expects, instead of the host's /dev with
 // every disk and terminal of the machine.
 func mountDev(dev string) {
-	// mount -t tmpfs -o nosuid,mode=755 tmpfs ROOTFS/dev
 	must(unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"),
-		"mount -t tmpfs tmpfs %s", dev)
+		"mount -t tmpfs -o nosuid,strictatime,mode=755,size=65536k tmpfs %s", dev)
 	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
 		bindDevice(dev, name)
 	}
 
-	// mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts ROOTFS/dev/pts
-	// — pseudo-terminals of our own, numbered from 0, not the host's.
+	// Pseudo-terminals of our own, numbered from 0, not the host's.
 	pts := filepath.Join(dev, "pts")
 	must(os.Mkdir(pts, 0o755), "mkdir %s", pts)
 	must(unix.Mount("devpts", pts, "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620"),
-		"mount -t devpts devpts %s", pts)
+		"mount -t devpts -o nosuid,noexec,newinstance,ptmxmode=0666,mode=620 devpts %s", pts)
 
-	// ln -s pts/ptmx ROOTFS/dev/ptmx, and the usual /dev/fd, stdin, stdout, stderr.
+	// /dev/ptmx, and the usual /dev/fd, stdin, stdout, stderr, as symlinks.
 	for _, l := range [][2]string{
 		{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"},
 		{"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"},
@@ -89,7 +87,7 @@ func mountDev(dev string) {
 	}
 }
 
-// bindDevice: touch ROOTFS/dev/NAME && mount --bind /dev/NAME ROOTFS/dev/NAME
+// bindDevice puts the host's device NAME into the container's /dev.
 //
 // It reuses the host's device node. Making a new one with mknod(2) needs
 // CAP_MKNOD in the host's user namespace, which container root does not
@@ -101,14 +99,14 @@ func bindDevice(dev, name string) {
 	must(unix.Mount(host, target, "", unix.MS_BIND, ""), "mount --bind %s %s", host, target)
 }
 
-// mountSys: mount -t sysfs -o ro,nosuid,nodev,noexec sysfs ROOTFS/sys
+// mountSys gives the container a read-only /sys.
 //
 // A new sysfs shows the network devices of the mounting process's network
 // namespace (only lo here). It is read-only: the rest of it describes, and
 // could reconfigure, the host's hardware and kernel.
 func mountSys(target string) {
 	must(unix.Mount("sysfs", target, "sysfs", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""),
-		"mount -t sysfs sysfs %s", target)
+		"mount -t sysfs -o ro,nosuid,nodev,noexec sysfs %s", target)
 }
 
 // pivotRoot makes ROOTFS the root mount of the namespace and throws the

@@ -20,6 +20,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -119,12 +120,16 @@ func run(args []string) int {
 	// the clean-up only arrives on sigs: it cannot cut it short.
 	cg, err := createCgroup(id, limits)
 	if err != nil {
-		fail(1, "%v", err)
+		fmt.Fprintf(os.Stderr, "%s: %v\n", stage, err)
+		return 1 // after the deferred clean-up
 	}
 	defer cg.remove()
 	cg.passTo(cmd) // the child joins right before exec (joinCgroup)
 
-	startChild(cmd)
+	if err := startChild(cmd); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", stage, err)
+		return 1 // after the deferred clean-up
+	}
 	go killOnSignal(sigs, cmd.Process)
 	err = cmd.Wait()
 	cg.reportOOM() // the exit status alone does not say why (cgroups.go)

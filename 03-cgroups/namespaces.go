@@ -4,6 +4,7 @@ package main
 // are new before it changes anything.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -48,13 +49,21 @@ func passNamespaces(cmd *exec.Cmd, userns bool) {
 	}
 	var ids []string
 	for _, ns := range names {
-		id, err := os.Readlink("/proc/self/ns/" + ns) // readlink /proc/self/ns/uts
-		if err != nil {
-			fail(1, "cannot read our own %s namespace, so the child could not prove it has a new one: %v", ns, err)
+		// readlink /proc/self/ns/uts; one we cannot read is left out, and
+		// the child, with nothing to compare, refuses.
+		if id, err := os.Readlink("/proc/self/ns/" + ns); err == nil {
+			ids = append(ids, id)
 		}
-		ids = append(ids, id)
 	}
-	cmd.Env = append(os.Environ(), parentNSEnv+"="+strings.Join(ids, " "))
+	var env []string
+	for _, kv := range os.Environ() {
+		// Our variables for the child are the ones we set now, never stale
+		// ones from the caller's environment (-v's MINIBOX_TRACE aside).
+		if !strings.HasPrefix(kv, "MINIBOX_") || strings.HasPrefix(kv, traceEnv+"=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, parentNSEnv+"="+strings.Join(ids, " "))
 }
 
 // checkNamespaces is the child's first step: every namespace it must own
@@ -73,7 +82,7 @@ func checkNamespaces() {
 		mine, err := os.Readlink("/proc/self/ns/" + ns)
 		switch {
 		case parent[ns] == "":
-			fail(1, "not in a new %s namespace: the parent passed no id to compare with (start me with `%s run`, not `child`); refusing to change anything", ns, stage)
+			fail(1, "not in a new %s namespace: the parent passed no id to compare with (could it not read its own? `%s child` run by hand?); refusing to change anything", ns, stage)
 		case err != nil:
 			fail(1, "not in a new %s namespace: cannot read /proc/self/ns/%s: %v; refusing to change anything", ns, ns, err)
 		case mine == parent[ns]:
@@ -84,11 +93,11 @@ func checkNamespaces() {
 
 // startChild starts the child: clone(2) with the namespace flags, then
 // execve of /proc/self/exe. If the kernel refuses, it finds out which flag.
-func startChild(cmd *exec.Cmd) {
+func startChild(cmd *exec.Cmd) error {
 	flags := cmd.SysProcAttr.Cloneflags
 	if cmd.SysProcAttr.UidMappings != nil && flags&unix.CLONE_NEWUSER == 0 {
 		// Go would wait forever for a namespace that never comes.
-		fail(1, "uid maps but no user namespace: is CLONE_NEWUSER missing from userns.go?")
+		return errors.New("uid maps but no user namespace: is CLONE_NEWUSER missing from userns.go?")
 	}
 	var opts []string
 	for _, k := range namespaceKinds {
@@ -101,8 +110,9 @@ func startChild(cmd *exec.Cmd) {
 		narrateIDMaps() // userns.go
 	}
 	if err := cmd.Start(); err != nil {
-		fail(1, "start the child in new namespaces: %v%s", err, refusedFlags(flags))
+		return fmt.Errorf("start the child in new namespaces: %v%s", err, refusedFlags(flags))
 	}
+	return nil
 }
 
 // refusedFlags tries each namespace flag alone (a child that exits at

@@ -75,7 +75,7 @@ var lessonMutations = []mutate.Mutation{
 	{
 		Name: "02-no-new-proc", Lesson: 2, File: "02-namespaces/rootfs.go",
 		Old: `mountProc(filepath.Join(rootfs, "proc"))`,
-		New: `narrate("mount -t proc proc %s", filepath.Join(rootfs, "proc")) // mutation: no /proc of its own`,
+		New: `narrate("mount -t proc -o nosuid,nodev,noexec proc %s", filepath.Join(rootfs, "proc")) // mutation: no /proc of its own`,
 		Why: "no new /proc: ps inside cannot list the PID namespace's processes",
 	},
 	{
