@@ -5,7 +5,6 @@ package stages
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -222,31 +221,34 @@ func (b *builder) build(ctx context.Context, goTool string, s Stage) error {
 	if b.as == nil {
 		return nil
 	}
-	return moveFile(out, filepath.Join(b.outDir, s.Binary()))
+	return takeBuilt(out, filepath.Join(b.outDir, s.Binary()), b.as.uid)
 }
 
-// moveFile renames from to to, or copies it (keeping its owner and mode)
-// when they are on different file systems.
-func moveFile(from, to string) error {
-	err := os.Rename(from, to)
-	if err == nil || !errors.Is(err, syscall.EXDEV) {
-		return err
+// takeBuilt copies the program the invoking user built at from to to,
+// safely: the staging directory is the user's, so what is there when root
+// reads it could have been swapped for a symlink to any file. It opens from
+// with O_NOFOLLOW, requires a regular file owned by the user, and copies
+// from that open file; the copy is root's, mode 0755.
+func takeBuilt(from, to string, uid int) error {
+	in, err := os.OpenFile(from, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fmt.Errorf("open the built %s: %w", from, err)
 	}
-	info, err := os.Stat(from)
+	defer in.Close()
+	info, err := in.Stat()
 	if err != nil {
 		return err
 	}
-	data, err := os.ReadFile(from)
+	if st, ok := info.Sys().(*syscall.Stat_t); !ok || !info.Mode().IsRegular() || int(st.Uid) != uid {
+		return fmt.Errorf("the built %s is not a regular file of the building user", from)
+	}
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(to, data, info.Mode().Perm()); err != nil {
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
 		return err
 	}
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		if err := os.Chown(to, int(st.Uid), int(st.Gid)); err != nil {
-			return fmt.Errorf("give %s to its builder: %w", to, err)
-		}
-	}
-	return nil
+	return out.Close()
 }

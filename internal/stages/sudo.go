@@ -3,7 +3,7 @@ package stages
 import (
 	"fmt"
 	"os"
-	"os/user"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,24 +38,37 @@ func asInvokingUser(src string) (a *account, whyNot string) {
 	if errU != nil || errG != nil || uid < 0 || gid < 0 {
 		return nil, fmt.Sprintf("SUDO_UID=%q SUDO_GID=%q are not numeric ids", uidText, gidText)
 	}
-	u, err := user.LookupId(uidText)
+	a, err := lookupAccount(uid, gid)
 	if err != nil {
-		return nil, fmt.Sprintf("look up SUDO_UID %d: %v", uid, err)
+		return nil, err.Error()
 	}
-	a = &account{uid: uid, gid: gid, name: u.Username, home: u.HomeDir}
-	ids, err := u.GroupIds()
+	if path, ok := a.canRead(src); !ok {
+		return nil, fmt.Sprintf("%s cannot read %s", a.name, path)
+	}
+	return a, ""
+}
+
+// lookupAccount finds the user's name, home and groups through the
+// system's user database (NSS: getent, id), as sudo and
+// scripts/as-invoking-user.sh do. A Go program built without cgo reads
+// only /etc/passwd, and a lab's directory-service accounts are not there.
+func lookupAccount(uid, gid int) (*account, error) {
+	out, err := exec.Command("getent", "passwd", strconv.Itoa(uid)).Output()
+	fields := strings.Split(strings.TrimSpace(string(out)), ":")
+	if err != nil || len(fields) < 7 {
+		return nil, fmt.Errorf("SUDO_UID %d is not in the user database (getent passwd %d: %v)", uid, uid, err)
+	}
+	a := &account{uid: uid, gid: gid, name: fields[0], home: fields[5]}
+	out, err = exec.Command("id", "-G", a.name).Output() // every group, as initgroups(3) sees them
 	if err != nil {
-		return nil, fmt.Sprintf("look up the groups of %s: %v", u.Username, err)
+		return nil, fmt.Errorf("look up the groups of %s (id -G): %v", a.name, err)
 	}
-	for _, id := range ids {
+	for _, id := range strings.Fields(string(out)) {
 		if g, err := strconv.ParseUint(id, 10, 32); err == nil {
 			a.groups = append(a.groups, uint32(g))
 		}
 	}
-	if path, ok := a.canRead(src); !ok {
-		return nil, fmt.Sprintf("%s cannot read %s", u.Username, path)
-	}
-	return a, ""
+	return a, nil
 }
 
 // credential is the identity go build runs with.
