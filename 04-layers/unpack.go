@@ -29,8 +29,8 @@ import (
 func unpackLayer(file, dir string) error {
 	err := os.MkdirAll(filepath.Dir(dir), 0o755)
 	tmp := ""
-	if err == nil { // <sha256>.tmp-123: `minibox cleanup` removes one left by a kill
-		tmp, err = os.MkdirTemp(filepath.Dir(dir), filepath.Base(dir)+".tmp-")
+	if err == nil { // layers/tmp-123: `minibox cleanup` removes one a kill left
+		tmp, err = os.MkdirTemp(filepath.Dir(dir), "tmp-")
 	}
 	if err == nil {
 		err = os.Chmod(tmp, 0o755)

@@ -1,10 +1,11 @@
 // Package cleanup is the one place that knows every kind of object minibox
-// makes on a host — mounts, cgroups, and, as later stages add them, overlay
-// directories, links and bridges, firewall rules, addresses, named network
-// namespaces, state directories — how to find the ones that are still
-// there, and how to remove them. `minibox cleanup` removes them,
-// `minibox doctor` lists them, and the tests' leak check
-// (internal/testenv) judges and removes what a test left with the same code.
+// makes on a host — mounts, cgroups, container directories and
+// half-unpacked layers in the data root, and, as later stages add them,
+// links and bridges, firewall rules, addresses, named network namespaces —
+// how to find the ones that are still there, and how to remove them.
+// `minibox cleanup` removes them, `minibox doctor` lists them, and the
+// tests' leak check (internal/testenv) judges and removes what a test left
+// with the same code.
 //
 // # Adding a kind
 //
@@ -14,9 +15,11 @@
 //
 //	var Kinds = []Kind{
 //		Mounts,
+//		ContainerDirs,
+//		LayerTemps,
+//		Veths, // 05-network: the new line, before what a veth is in
 //		Cgroups,
 //		CgroupParents,
-//		OverlayDirs, // 04-layers: the new line
 //	}
 //
 // The order of Kinds is the order of removal: what holds another object
@@ -79,6 +82,8 @@ type Kind struct {
 // Kinds is the registry, in the order of removal. Add a kind in one line.
 var Kinds = []Kind{
 	Mounts,
+	ContainerDirs, // 04-layers: after the mounts that may be in them
+	LayerTemps,    // 04-layers: half-unpacked layers
 	Cgroups,
 	CgroupParents,
 }
@@ -98,16 +103,22 @@ type Env struct {
 	Mountinfo string
 	// CgroupRoot is where the cgroup trees are mounted, /sys/fs/cgroup.
 	CgroupRoot string
+	// DataRoots are the data roots to look in ($ROOT/containers/*,
+	// $ROOT/layers/tmp-*, every mount below $ROOT/containers): the one
+	// minibox cleanup --root names, or $MINIBOX_ROOT, or /var/lib/minibox.
+	DataRoots []string
 }
 
 // DefaultEnv is the host's: os.TempDir(), /proc/self/mountinfo,
-// /sys/fs/cgroup, and the demo rootfs given.
+// /sys/fs/cgroup, the demo rootfs given, and the data root
+// ($MINIBOX_ROOT, else /var/lib/minibox).
 func DefaultEnv(rootfs string) Env {
 	return Env{
 		TempDir:    os.TempDir(),
 		Rootfs:     rootfs,
 		Mountinfo:  "/proc/self/mountinfo",
 		CgroupRoot: "/sys/fs/cgroup",
+		DataRoots:  []string{DataRoot("")},
 	}
 }
 

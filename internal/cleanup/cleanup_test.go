@@ -155,8 +155,9 @@ func TestRegistry(t *testing.T) {
 		assert.NotNil(t, k.Find, k.Name)
 		assert.NotNil(t, k.Remove, k.Name)
 	}
-	// Groups before their parents, mounts first.
-	assert.Equal(t, []string{"mount", "cgroup", "cgroup parent"}, names)
+	// Groups before their parents, mounts first, before the directories
+	// they may be in.
+	assert.Equal(t, []string{"mount", "container dir", "layer tmp dir", "cgroup", "cgroup parent"}, names)
 	k, ok := cleanup.KindNamed("cgroup parent")
 	require.True(t, ok)
 	assert.True(t, k.Shared, "stage 03 leaves the parent in place: no leak")
@@ -199,6 +200,7 @@ func TestCleanUnmountsALessonsLeftover(t *testing.T) {
 	t.Cleanup(func() { _ = unix.Unmount(other, unix.MNT_DETACH) })
 
 	env := cleanup.DefaultEnv("")
+	env.DataRoots = nil // never the machine's own /var/lib/minibox
 	rep, err := cleanup.Clean(env, true)
 	require.NoError(t, err)
 	assert.Equal(t, []string{point, point}, filterPrefix(names(rep.Removed), lessonDir), "dry run lists both")
@@ -265,6 +267,7 @@ func TestCleanRemovesGroupsButNotBusyOnes(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(groups[0], "cgroup.procs"), []byte(pid), 0o644))
 
 	env := cleanup.DefaultEnv("")
+	env.DataRoots = nil // never the machine's own /var/lib/minibox
 	rep, err := cleanup.Clean(env, false)
 	require.NoError(t, err)
 	assert.Contains(t, names(rep.Busy), groups[0])

@@ -15,9 +15,10 @@ import (
 // Mounts are mounts left by an interrupted lesson or stage: mount points in
 // a minibox-* temporary directory (minibox-lesson-*, minibox-stagetest-*)
 // or below the demo rootfs (a stage whose mounts escaped its mount
-// namespace), and mounts whose source minibox named (minibox, minibox-*).
-// A mount point's path alone is never enough elsewhere: /var/lib/minibox
-// may be a volume the user mounted.
+// namespace) or in a data root's containers/ directory (a stage 04 whose
+// overlay escaped its mount namespace), and mounts whose source minibox
+// named (minibox, minibox-*). A mount point's path alone is never enough
+// elsewhere: /var/lib/minibox may be a volume the user mounted.
 var Mounts = Kind{Name: mountKind, Find: findMounts, Remove: removeMount}
 
 const mountKind = "mount"
@@ -69,7 +70,13 @@ func (env Env) madeByMinibox(m Mount) bool {
 	if mintempDir(env.TempDir, m.Point) != "" {
 		return true
 	}
-	for _, dir := range append([]string{env.Rootfs}, env.Owned...) {
+	dirs := append([]string{env.Rootfs}, env.Owned...)
+	for _, root := range env.DataRoots {
+		if root != "" {
+			dirs = append(dirs, filepath.Join(root, "containers"))
+		}
+	}
+	for _, dir := range dirs {
 		if dir != "" && strings.HasPrefix(m.Point, filepath.Clean(dir)+"/") {
 			return true
 		}

@@ -16,26 +16,32 @@ var geteuid = os.Geteuid
 
 func newCleanupCmd(s *streams) *cobra.Command {
 	var dryRun bool
+	var dataRoot string
 	cmd := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove what an interrupted lesson or a killed stage left behind",
 		Long: `Remove everything minibox made that is still there after an interrupted
 demo or a killed stage: mounts in minibox's temporary directories or below
-the demo rootfs, the minibox/<id> cgroups and their empty minibox/ parents
-(and, as later stages add them, what those stages make). It prints one line
-per object it removed, or "nothing to clean up", and touches nothing that
-minibox did not make. Running it twice is safe.
+the demo rootfs, container directories in the data root ($ROOT/containers/<id>,
+kept ones included) and half-unpacked layers ($ROOT/layers/tmp-*), the
+minibox/<id> cgroups and their empty minibox/ parents (and, as later stages
+add them, what those stages make). It prints one line per object it removed,
+or "nothing to clean up", and touches nothing that minibox did not make: the
+data root's layers and demo rootfs stay. Running it twice is safe.
 
-It kills nothing: a cgroup that still holds processes belongs to a container
-that is still running; it is listed with the command that stops it, and the
-exit status is 1. docs/cleanup.md says what is recognised, and how.`,
+It kills nothing: a cgroup that still holds processes, or a container
+directory whose stage is still running, belongs to a container that is still
+running; it is listed with the command that stops it, and the exit status
+is 1. docs/cleanup.md says what is recognised, and how.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !dryRun && geteuid() != 0 {
-				return &exitError{code: 1, err: fmt.Errorf("cleanup needs root: it unmounts file systems and removes cgroups. Run: sudo minibox cleanup  (or minibox cleanup --dry-run to only list)")}
+				return &exitError{code: 1, err: fmt.Errorf("cleanup needs root: it unmounts file systems and removes cgroups and root-owned directories. Run: sudo minibox cleanup  (or minibox cleanup --dry-run to only list)")}
 			}
 			flag, _ := cmd.Flags().GetString("rootfs")
-			rep, err := cleanup.Clean(cleanup.DefaultEnv(rootfs.Dir(flag)), dryRun)
+			env := cleanup.DefaultEnv(rootfs.Dir(flag))
+			env.DataRoots = []string{cleanup.DataRoot(dataRoot)}
+			rep, err := cleanup.Clean(env, dryRun)
 			if left := printCleanup(s.out, rep, dryRun); left > 0 || err != nil {
 				return &exitError{code: 1, err: err}
 			}
@@ -43,6 +49,7 @@ exit status is 1. docs/cleanup.md says what is recognised, and how.`,
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be removed, remove nothing")
+	cmd.Flags().StringVar(&dataRoot, "root", "", "data root `DIR` whose containers/ and layers/ to clean (default $MINIBOX_ROOT, else "+cleanup.DefaultDataRoot+")")
 	return cmd
 }
 

@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"archive/tar"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,6 +29,17 @@ func TestCleanupNeedsRoot(t *testing.T) {
 	assert.Empty(t, out, "nothing done")
 	assert.Contains(t, stderr, "cleanup needs root")
 	assert.Contains(t, stderr, "sudo minibox cleanup")
+}
+
+// emptyDataRoot points $MINIBOX_ROOT at an empty directory for the test:
+// cleanup then never touches the machine's own /var/lib/minibox (a
+// developer's kept containers), and "nothing to clean up" does not depend
+// on it.
+func emptyDataRoot(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("MINIBOX_ROOT", dir)
+	return dir
 }
 
 // minboxGroups lists the minibox/<id> groups of this host, in the v2 tree
@@ -57,6 +70,7 @@ func TestCleanupRemovesAKilledStagesGroup(t *testing.T) {
 	testenv.RequireRoot(t)
 	busybox, err := rootfs.FindStaticBusybox()
 	testenv.Require(t, err == nil, "needs a static busybox (apt-get install busybox-static)")
+	emptyDataRoot(t)
 	testenv.CheckLeaks(t)
 
 	wd, err := os.Getwd()
@@ -123,6 +137,7 @@ func TestCleanupRemovesAKilledStagesGroup(t *testing.T) {
 // An interrupted lesson leaves a mount in its minibox-lesson-* directory.
 func TestCleanupUnmountsAnInterruptedLessonsMount(t *testing.T) {
 	testenv.RequireRoot(t)
+	emptyDataRoot(t)
 	testenv.CheckLeaks(t)
 	dir, err := os.MkdirTemp("", "minibox-lesson-")
 	require.NoError(t, err)
@@ -176,6 +191,184 @@ func newStrings(old, cur []string) []string {
 	for _, s := range cur {
 		if !seen[s] {
 			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// containerDir makes ROOT/containers/ID as a stage leaves it, its pid file
+// holding pid, with "kept" if kept, dated an hour ago.
+func containerDir(t *testing.T, root, id string, pid int, kept bool) string {
+	t.Helper()
+	dir := filepath.Join(root, "containers", id)
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "upper", "etc"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "upper", "etc", "hostname"), []byte(id), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(pid)), 0o644))
+	if kept {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "kept"), nil, 0o644))
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	require.NoError(t, os.Chtimes(dir, hourAgo, hourAgo))
+	return dir
+}
+
+// Container directories in the data root --root names: the ones whose
+// stage is gone are removed, kept ones included; a running one is left;
+// what is not a container directory is never touched.
+func TestCleanupContainerDirs(t *testing.T) {
+	testenv.RequireRoot(t)
+	emptyDataRoot(t) // $MINIBOX_ROOT elsewhere: --root must be what counts
+	testenv.CheckLeaks(t)
+	root := t.TempDir()
+
+	sleep := exec.Command("sleep", "60")
+	require.NoError(t, sleep.Start())
+	t.Cleanup(func() { _ = sleep.Process.Kill(); _ = sleep.Wait() })
+	pid := strconv.Itoa(sleep.Process.Pid)
+	ended := exec.Command("true")
+	require.NoError(t, ended.Run())
+
+	running := containerDir(t, root, "0123456789a1", sleep.Process.Pid, false)
+	killed := containerDir(t, root, "0123456789a2", ended.Process.Pid, false)
+	kept := containerDir(t, root, "0123456789a3", ended.Process.Pid, true)
+	badName := containerDir(t, root, "not-a-container", ended.Process.Pid, true)
+	outside := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "canary"), nil, 0o644))
+	link := filepath.Join(root, "containers", "0123456789a4")
+	require.NoError(t, os.Symlink(outside, link))
+	layer := filepath.Join(root, "layers", strings.Repeat("ab", 32))
+	require.NoError(t, os.MkdirAll(layer, 0o755))
+
+	out, stderr, code := minibox(t, "cleanup", "--dry-run")
+	assert.NotContains(t, out+stderr, root, "without --root: $MINIBOX_ROOT")
+
+	out, _, code = minibox(t, "cleanup", "--root", root, "--dry-run")
+	assert.Equal(t, 1, code, "a container still runs")
+	assert.Contains(t, out, "would remove container dir "+killed+"\n")
+	assert.Contains(t, out, "would remove container dir "+kept+" (kept by --keep)\n")
+	assert.Contains(t, out, "left container dir "+running+": in use by process "+pid+" (sleep): a container still running? Stop it (kill "+pid+")")
+	assert.DirExists(t, killed, "a dry run removes nothing")
+
+	out, _, code = minibox(t, "cleanup", "--root", root)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "removed container dir "+killed+"\n")
+	assert.Contains(t, out, "removed container dir "+kept+" (kept by --keep)\n")
+	assert.Contains(t, out, "left container dir "+running+": in use by process "+pid+" (sleep)")
+	for _, other := range []string{badName, link, outside, layer} {
+		assert.NotContains(t, out, other+"\n")
+		_, err := os.Lstat(other)
+		assert.NoError(t, err, "%s is not a container directory: left alone", other)
+	}
+	assert.FileExists(t, filepath.Join(outside, "canary"))
+	assert.NoDirExists(t, killed)
+	assert.NoDirExists(t, kept)
+	assert.DirExists(t, running)
+
+	require.NoError(t, sleep.Process.Kill())
+	_ = sleep.Wait()
+	out, stderr, code = minibox(t, "cleanup", "--root", root)
+	assert.Equal(t, 0, code, "%s\n%s", out, stderr)
+	assert.Equal(t, "removed container dir "+running+"\n", out)
+	assert.NoDirExists(t, running)
+	assert.DirExists(t, layer, "layers are shared: never cleaned")
+}
+
+// layerTar writes a layer tar holding etc/from-layer and returns its path.
+func layerTar(t *testing.T) string {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "layer.tar")
+	f, err := os.Create(file)
+	require.NoError(t, err)
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755}))
+	body := "from the layer\n"
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "etc/from-layer", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}))
+	_, err = tw.Write([]byte(body))
+	require.NoError(t, err)
+	require.NoError(t, tw.Close())
+	return file
+}
+
+// A stage 04 killed with SIGKILL takes its container, and with it the
+// container's mount namespace and overlay, but leaves the container's
+// directory in the data root: cleanup removes it, and only it.
+func TestCleanupRemovesAKilledStage04sContainerDir(t *testing.T) {
+	testenv.RequireRoot(t)
+	busybox, err := rootfs.FindStaticBusybox()
+	testenv.Require(t, err == nil, "needs a static busybox (apt-get install busybox-static)")
+	root := emptyDataRoot(t) // the leak check looks in it too
+	testenv.CheckLeaks(t)
+
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	src, err := stages.FindSource(wd)
+	require.NoError(t, err)
+	stage, err := stages.Find(src, 4)
+	require.NoError(t, err)
+	bin := t.TempDir()
+	require.NoError(t, stages.Build(context.Background(), src, bin, []stages.Stage{stage}, nil))
+	lower := filepath.Join(t.TempDir(), "rootfs")
+	require.NoError(t, rootfs.Build(lower, busybox))
+
+	cmd := exec.Command(filepath.Join(bin, stage.Binary()), "run", "--root", root, "--layer", layerTar(t), lower, "--",
+		"sh", "-c", "cat /etc/from-layer > /ready; exec sleep 60")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	// Running: its first write is in its upper layer.
+	var ready []string
+	deadline := time.Now().Add(20 * time.Second)
+	for len(ready) == 0 && time.Now().Before(deadline) {
+		ready, _ = filepath.Glob(filepath.Join(root, "containers", "*", "upper", "ready"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.Len(t, ready, 1, "the container never wrote /ready in its upper layer; stage stderr:\n%s", &stderr)
+	dir := filepath.Dir(filepath.Dir(ready[0]))
+	data, err := os.ReadFile(ready[0])
+	require.NoError(t, err)
+	require.Equal(t, "from the layer\n", string(data), "the tar layer is in the stack")
+	layers, err := filepath.Glob(filepath.Join(root, "layers", "*"))
+	require.NoError(t, err)
+	require.Len(t, layers, 1, "the tar was unpacked into the layer store")
+
+	out, _, code := minibox(t, "cleanup", "--root", root, "--dry-run")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, out, "left container dir "+dir+": in use by process "+strconv.Itoa(cmd.Process.Pid)+" (stage04)")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	assert.DirExists(t, dir, "a killed stage cannot remove its container's directory")
+	assert.NoFileExists(t, filepath.Join(dir, "kept"))
+	// The overlay was mounted only in the container's mount namespace,
+	// which died with it: nothing of the container is mounted here.
+	assert.Empty(t, mountsBelow(t, root))
+
+	out, stderr2, code := minibox(t, "cleanup", "--root", root)
+	require.Equal(t, 0, code, "%s\n%s", out, stderr2)
+	assert.Equal(t, "removed container dir "+dir+"\n", out)
+	assert.NoDirExists(t, dir)
+	assert.DirExists(t, layers[0], "the layer store is never cleaned")
+	assert.NoFileExists(t, filepath.Join(lower, "ready"), "the lower layer was never written")
+	assert.Empty(t, mountsBelow(t, root))
+
+	out, _, code = minibox(t, "cleanup", "--root", root)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "nothing to clean up\n", out)
+}
+
+// mountsBelow lists the mount points at or below dir in this mount
+// namespace.
+func mountsBelow(t *testing.T, dir string) []string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			out = append(out, f[4])
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -25,6 +26,8 @@ func Checks() []Check {
 		{"cgroups", checkCgroups},
 		{"cgroup join", checkCgroupJoin},
 		{"overlayfs", checkOverlay},
+		{"mount API", checkMountAPI},
+		{"data root", checkDataRoot},
 		{"mount propagation", checkPropagation},
 		{"ip forwarding", checkIPForward},
 		{"iptables", checkCommand("iptables", "apt-get install iptables (Debian/Ubuntu) or dnf install iptables-nft (Fedora)", "NAT, published ports")},
@@ -145,6 +148,64 @@ func checkOverlay(h Host) Result {
 	}
 	return Result{Status: Fail, Detail: "overlay is not in /proc/filesystems (lesson 4 needs it)",
 		Fix: "modprobe overlay  (and add overlay to /etc/modules-load.d/minibox.conf to keep it)"}
+}
+
+// MountAPIKernel is the first kernel with the new mount API (fsopen(2),
+// fsconfig(2), fsmount(2), move_mount(2)), with which stage 04 makes its
+// overlay detached and hands it to the container.
+var MountAPIKernel = [2]int{5, 2}
+
+// checkMountAPI tries what stage 04 does first: fsopen("overlay"). It
+// creates a file system context and closes it, mounting nothing, so it
+// tells both whether the kernel has the new mount API and whether it
+// has overlayfs (loading the module if needed), and whether something (a
+// container's seccomp filter) forbids it.
+func checkMountAPI(h Host) Result {
+	if h.Euid() != 0 {
+		return Result{Status: Warn, Detail: "not checked: fsopen(2) needs root", Fix: "run as root to check"}
+	}
+	err := h.TryFsopen("overlay")
+	newer := fmt.Sprintf("Linux %d.%d", MountAPIKernel[0], MountAPIKernel[1])
+	switch {
+	case err == nil:
+		return Result{Status: OK, Detail: `fsopen("overlay") works: the new mount API (` + newer + `+) that stage 04 makes its overlay with`}
+	case errors.Is(err, syscall.ENOSYS):
+		return Result{Status: Fail,
+			Detail: fmt.Sprintf("no fsopen(2) (%v): Linux %s is older than %s, or a seccomp filter hides it (inside a container?); lesson 4 needs it", err, h.KernelRelease(), newer),
+			Fix:    "use " + newer + " or newer (Debian 11+, Ubuntu 20.04+), on a VM or a real machine"}
+	case errors.Is(err, syscall.EPERM):
+		return Result{Status: Fail,
+			Detail: fmt.Sprintf("fsopen(2) refused (%v) although root: a seccomp filter or a missing CAP_SYS_ADMIN (inside a container?); lesson 4 needs it", err),
+			Fix:    "run the lessons on a VM or a real machine (a container would need --privileged)"}
+	case errors.Is(err, syscall.ENODEV):
+		return Result{Status: Fail, Detail: fmt.Sprintf("fsopen(\"overlay\"): %v: the kernel has no overlay file system (lesson 4 needs it)", err),
+			Fix: "modprobe overlay  (and add overlay to /etc/modules-load.d/minibox.conf to keep it)"}
+	}
+	return Result{Status: Fail, Detail: fmt.Sprintf("fsopen(\"overlay\"): %v (lesson 4 needs it)", err),
+		Fix: "run the lessons on a VM or a real machine with " + newer + " or newer"}
+}
+
+// checkDataRoot checks that overlayfs can keep containers' upper layers
+// in the data root: not on overlayfs itself (overlay refuses an overlay
+// as upper, EINVAL: the data root is on one inside a container), nor on
+// NFS (no whiteouts, no trusted.* xattrs).
+func checkDataRoot(h Host) Result {
+	dir, fstype, err := h.DataRootFS()
+	if err != nil {
+		return Result{Status: Warn, Detail: "cannot tell what file system " + dir + " is on: " + err.Error()}
+	}
+	moveIt := "keep the data root on another file system: MINIBOX_ROOT=DIR (or --root DIR), e.g. a volume mounted into the container, or run on a VM"
+	switch fstype {
+	case "overlay":
+		return Result{Status: Fail,
+			Detail: "data root " + dir + " is on overlayfs (minibox inside a container?): overlay refuses an upper layer there (EINVAL; the kernel log says: filesystem on … not supported as upperdir), so lesson 4's containers cannot start",
+			Fix:    moveIt}
+	case "nfs":
+		return Result{Status: Fail,
+			Detail: "data root " + dir + " is on NFS: overlay refuses an upper layer there (no trusted.* attributes for its whiteouts), so lesson 4's containers cannot start",
+			Fix:    moveIt}
+	}
+	return Result{Status: OK, Detail: "data root " + dir + " is on " + fstype + ": overlay can keep containers' upper layers there"}
 }
 
 // HasFilesystem reports whether /proc/filesystems content lists fstype.

@@ -41,6 +41,12 @@ type fakeHost struct {
 	modes     map[string]fs.FileMode // Mode; a missing path is ENOENT
 	leftovers []cleanup.Object
 	leftErr   error
+	fsopenErr error  // TryFsopen's answer
+	dataRoot  string // DataRootFS's answer
+	dataFS    string
+	dataErr   error
+
+	fsopened []string // the types TryFsopen was asked for
 
 	tried []uintptr // namespaces TryNamespace was asked for, in order
 }
@@ -97,6 +103,11 @@ func (h *fakeHost) Mode(p string) (fs.FileMode, error) {
 	return 0, &os.PathError{Op: "stat", Path: p, Err: syscall.ENOENT}
 }
 func (h *fakeHost) Leftovers() ([]cleanup.Object, error) { return h.leftovers, h.leftErr }
+func (h *fakeHost) TryFsopen(fstype string) error {
+	h.fsopened = append(h.fsopened, fstype)
+	return h.fsopenErr
+}
+func (h *fakeHost) DataRootFS() (string, string, error) { return h.dataRoot, h.dataFS, h.dataErr }
 
 var _ doctor.Host = (*fakeHost)(nil)
 
@@ -132,6 +143,8 @@ func healthyHost(t *testing.T) *fakeHost {
 		rootfsDir: "/var/lib/minibox/rootfs",
 		rootfsOK:  true,
 		goVersion: "go1.22.5",
+		dataRoot:  "/var/lib/minibox",
+		dataFS:    "ext4",
 		modes: map[string]fs.FileMode{
 			"/": fs.ModeDir | 0o755, "/var": fs.ModeDir | 0o755, "/var/lib": fs.ModeDir | 0o755,
 			"/var/lib/minibox": fs.ModeDir | 0o755, "/var/lib/minibox/rootfs": fs.ModeDir | 0o755,
@@ -159,7 +172,7 @@ func TestChecksOrder(t *testing.T) {
 	for _, c := range doctor.Checks() {
 		names = append(names, c.Name)
 	}
-	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "cgroup join", "overlayfs", "mount propagation",
+	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "cgroup join", "overlayfs", "mount API", "data root", "mount propagation",
 		"ip forwarding", "iptables", "iproute2", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
 		"container", "leftovers"}, names)
 	for _, n := range names {
@@ -700,6 +713,74 @@ func TestOverlay(t *testing.T) {
 	assert.Contains(t, r.Detail, "/proc/filesystems")
 }
 
+func TestMountAPI(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "mount API")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, []string{"overlay"}, h.fsopened, "what stage 04 opens")
+	assert.Contains(t, r.Detail, `fsopen("overlay") works`)
+	assert.Contains(t, r.Detail, "Linux 5.2+")
+
+	for _, tc := range []struct {
+		err         error
+		detail, fix string
+	}{
+		{syscall.ENOSYS, "no fsopen(2) (function not implemented): Linux 4.19.0-27-amd64 is older than Linux 5.2, or a seccomp filter hides it", "use Linux 5.2 or newer"},
+		{syscall.EPERM, "fsopen(2) refused (operation not permitted) although root: a seccomp filter or a missing CAP_SYS_ADMIN (inside a container?)", "--privileged"},
+		{syscall.ENODEV, "the kernel has no overlay file system", "modprobe overlay"},
+		{syscall.EINVAL, `fsopen("overlay"): invalid argument`, "a VM or a real machine"},
+	} {
+		h.release = "4.19.0-27-amd64"
+		h.fsopenErr = tc.err
+		r = check(t, h, "mount API")
+		assert.Equal(t, doctor.Fail, r.Status, tc.err)
+		assert.Contains(t, r.Detail, tc.detail)
+		assert.Contains(t, r.Detail, "lesson 4 needs it")
+		assert.Contains(t, r.Fix, tc.fix)
+	}
+
+	// fsopen(2) needs CAP_SYS_ADMIN: as a user it cannot be tried.
+	h.euid, h.fsopened = 1000, nil
+	r = check(t, h, "mount API")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Contains(t, r.Detail, "not checked")
+	assert.Empty(t, h.fsopened)
+}
+
+func TestDataRoot(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "data root")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "data root /var/lib/minibox is on ext4: overlay can keep containers' upper layers there", r.Detail)
+
+	for _, fs := range []string{"tmpfs", "xfs", "btrfs", "0x2fc12fc1"} {
+		h.dataFS = fs
+		r = check(t, h, "data root")
+		assert.Equal(t, doctor.OK, r.Status, fs)
+		assert.Contains(t, r.Detail, " is on "+fs+":")
+	}
+
+	// Inside a container whose / is overlay: overlay refuses an overlay
+	// as upper layer.
+	h.dataRoot, h.dataFS = "/srv/mb", "overlay"
+	r = check(t, h, "data root")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "data root /srv/mb is on overlayfs (minibox inside a container?)")
+	assert.Contains(t, r.Detail, "not supported as upperdir")
+	assert.Contains(t, r.Fix, "MINIBOX_ROOT=DIR (or --root DIR)")
+
+	h.dataFS = "nfs"
+	r = check(t, h, "data root")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.Contains(t, r.Detail, "is on NFS")
+	assert.Contains(t, r.Fix, "MINIBOX_ROOT=DIR")
+
+	h.dataFS, h.dataErr = "", errors.New("statfs /: permission denied")
+	r = check(t, h, "data root")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Contains(t, r.Detail, "cannot tell what file system /srv/mb is on: statfs /: permission denied")
+}
+
 func TestHasFilesystem(t *testing.T) {
 	fs := testdata(t, "filesystems-with-overlay.txt")
 	assert.True(t, doctor.HasFilesystem(fs, "overlay"), "nodev entries")
@@ -999,6 +1080,7 @@ func TestRealHost(t *testing.T) {
 
 	host := doctor.Real{
 		RootfsDir: t.TempDir(),
+		DataRoot:  filepath.Join(t.TempDir(), "data"), // not made yet
 		Busybox:   rootfs.FindStaticBusybox,
 		IsBuilt:   rootfs.IsBuilt,
 	}
@@ -1019,6 +1101,9 @@ func TestRealHost(t *testing.T) {
 	assert.Equal(t, "all six can be created: mnt uts ipc pid net user", ns.Detail)
 
 	assert.Equal(t, doctor.OK, byName["overlayfs"].Status, byName["overlayfs"].Detail)
+	// Stage 04's first step, tried for real: a supported host has it.
+	assert.Equal(t, doctor.OK, byName["mount API"].Status, byName["mount API"].Detail)
+	assert.Equal(t, doctor.OK, byName["data root"].Status, byName["data root"].Detail)
 
 	// The cgroup verdict agrees with this host's own mountinfo, whichever of
 	// v2, hybrid or v1 it is.
@@ -1082,6 +1167,55 @@ func TestRealHostMethods(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, filepath.IsAbs(p))
 	assert.Contains(t, []string{"overlay", "other"}, h.RootFstype())
+}
+
+func TestRealTryFsopen(t *testing.T) {
+	testenv.RequireRoot(t)
+	var h doctor.Real
+	assert.NoError(t, h.TryFsopen("overlay"))
+	assert.NoError(t, h.TryFsopen("tmpfs"))
+	// A probe that ignored its argument would not fail here.
+	assert.ErrorIs(t, h.TryFsopen("no-such-fs-minibox"), syscall.ENODEV)
+}
+
+// DataRootFS names the file system the data root is on, or would be on
+// (the nearest directory that exists), overlay included: mounted here for
+// real, as in a container whose / is overlay.
+func TestRealDataRootFS(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t)
+	tmp := t.TempDir()
+	var st unix.Statfs_t
+	require.NoError(t, unix.Statfs(tmp, &st))
+	dir, fstype, err := doctor.Real{DataRoot: filepath.Join(tmp, "not", "made")}.DataRootFS()
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(tmp, "not", "made"), dir)
+	assert.NotEmpty(t, fstype)
+	assert.NotEqual(t, "overlay", fstype, "t.TempDir() is not on overlay on a host the lessons support")
+
+	t.Setenv("MINIBOX_ROOT", filepath.Join(tmp, "env"))
+	dir, _, err = doctor.Real{}.DataRootFS()
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(tmp, "env"), dir, "$MINIBOX_ROOT, as the stages read it")
+
+	for _, d := range []string{"tmpfs", "lower", "upper", "work", "merged"} {
+		require.NoError(t, os.Mkdir(filepath.Join(tmp, d), 0o755))
+	}
+	mounts := []struct{ fstype, point, opts string }{
+		{"tmpfs", "tmpfs", "size=1m"},
+		{"overlay", "merged", "lowerdir=" + tmp + "/lower,upperdir=" + tmp + "/upper,workdir=" + tmp + "/work"},
+	}
+	for _, m := range mounts {
+		point := filepath.Join(tmp, m.point)
+		require.NoError(t, unix.Mount("minibox-test", point, m.fstype, 0, m.opts))
+		t.Cleanup(func() { _ = unix.Unmount(point, unix.MNT_DETACH) })
+		_, fstype, err = doctor.Real{DataRoot: filepath.Join(point, "minibox")}.DataRootFS()
+		require.NoError(t, err)
+		assert.Equal(t, m.fstype, fstype)
+	}
+	r := check(t, doctor.Real{DataRoot: filepath.Join(tmp, "merged", "minibox")}, "data root")
+	assert.Equal(t, doctor.Fail, r.Status, r.Detail)
+	assert.Contains(t, r.Detail, "is on overlayfs")
 }
 
 func TestRealTryNamespaceReportsFailure(t *testing.T) {

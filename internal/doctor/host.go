@@ -1,9 +1,12 @@
 package doctor
 
 import (
+	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -35,11 +38,19 @@ type Host interface {
 	// Leftovers lists what minibox made that is still there (the cleanup
 	// registry, removing nothing).
 	Leftovers() ([]cleanup.Object, error)
+	// TryFsopen creates a file system context of type fstype with the new
+	// mount API (fsopen(2)) and closes it: nothing is mounted.
+	TryFsopen(fstype string) error
+	// DataRootFS returns the data root ($MINIBOX_ROOT, /var/lib/minibox)
+	// and the type of the file system it is (or, not made yet, would be)
+	// on: "overlay", "tmpfs", "ext4", …
+	DataRootFS() (dir, fstype string, err error)
 }
 
 // Real is the Host this process runs on.
 type Real struct {
 	RootfsDir string
+	DataRoot  string // "": $MINIBOX_ROOT, else /var/lib/minibox
 	Busybox   func() (string, error)
 	IsBuilt   func(string) bool
 }
@@ -112,5 +123,54 @@ func (Real) Mode(path string) (fs.FileMode, error) {
 }
 
 func (r Real) Leftovers() ([]cleanup.Object, error) {
-	return cleanup.Find(cleanup.DefaultEnv(r.RootfsDir))
+	env := cleanup.DefaultEnv(r.RootfsDir)
+	env.DataRoots = []string{cleanup.DataRoot(r.DataRoot)}
+	return cleanup.Find(env)
+}
+
+func (Real) TryFsopen(fstype string) error {
+	fd, err := unix.Fsopen(fstype, unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
+}
+
+func (r Real) DataRootFS() (string, string, error) {
+	dir := cleanup.DataRoot(r.DataRoot)
+	// Not made yet: the stages make it in the nearest directory that is.
+	path := filepath.Clean(dir)
+	for {
+		var st unix.Statfs_t
+		err := unix.Statfs(path, &st)
+		if err == nil {
+			return dir, fsName(st.Type), nil
+		}
+		if !errors.Is(err, unix.ENOENT) || path == filepath.Dir(path) {
+			return dir, "", fmt.Errorf("statfs %s: %w", path, err)
+		}
+		path = filepath.Dir(path)
+	}
+}
+
+// fsName names a statfs(2) f_type, as stat -f does, for the file systems a
+// data root is usually on.
+func fsName(magic int64) string {
+	switch magic {
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlay"
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4" // ext2 and ext3 share the magic
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.F2FS_SUPER_MAGIC:
+		return "f2fs"
+	case unix.NFS_SUPER_MAGIC:
+		return "nfs"
+	}
+	return fmt.Sprintf("0x%x", magic)
 }
