@@ -113,6 +113,9 @@ func (c *container) mountOverlay(layers int) error {
 	opts := [][2]string{{"lowerdir", strings.Join(lower, ":")}, {"upperdir", c.dir + "/upper"}, {"workdir", c.dir + "/work"}}
 	// The kernel reads lowerdir relative to our working directory, and
 	// fsconfig takes at most 255 bytes: hence the short names in lower/.
+	if len(opts[0][1]) > 255 {
+		return fmt.Errorf("%d layers: lowerdir is %d bytes, and fsconfig(2) takes at most 255", layers, len(opts[0][1]))
+	}
 	back, _ := os.Getwd()
 	defer os.Chdir(back)
 	fs, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)

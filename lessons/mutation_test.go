@@ -131,6 +131,72 @@ var lessonMutations = []mutate.Mutation{
 		New: "if err == nil && fd == 3 { // mutation: only the first group is joined\n\t\t\t_, err = unix.Write(fd, []byte(\"0\"))",
 		Why: "only the first cgroup.procs is written: on cgroup v1 the container is in the memory tree only, so --cpus and --pids-limit do nothing",
 	},
+
+	// Lesson 4: layers.
+	{
+		Name: "04-no-overlay", Lesson: 4, File: "04-layers/layers.go",
+		Old: `must(unix.MoveMount(fd, "", unix.AT_FDCWD, merged, unix.MOVE_MOUNT_F_EMPTY_PATH), "mount --move OVERLAY %s   # move_mount(2)", merged)`,
+		New: `must(unix.Mount(filepath.Join(filepath.Dir(merged), "lower", "0"), merged, "", unix.MS_BIND, ""), "mount --move OVERLAY %s   # move_mount(2)", merged) // mutation: the bottom layer itself, writable, instead of the overlay`,
+		Why: "no overlay: the container's root is the bottom layer itself, so its writes land in ROOTFS, where the next container finds them",
+	},
+	{
+		Name: "04-upper-as-lower", Lesson: 4, File: "04-layers/layers.go",
+		Old: `err = unix.FsconfigSetString(fs, opts[i][0], opts[i][1])`,
+		New: `if i == 0 { // mutation: upper is one more read-only lower; no upperdir, no workdir
+			err = unix.FsconfigSetString(fs, "lowerdir", "../upper:"+opts[0][1])
+		}`,
+		Why: "the container's upper mounted as a read-only lower layer: every write inside fails, nothing is copied up",
+	},
+	{
+		Name: "04-layers-reversed", Lesson: 4, File: "04-layers/layers.go",
+		Old: `err = unix.FsconfigSetString(fs, opts[i][0], opts[i][1])`,
+		New: `v := opts[i][1]
+		if i == 0 { // mutation: lowerdir bottom first, so the lowest layer wins
+			v = ""
+			for _, l := range lower {
+				v = l + ":" + v
+			}
+			v = strings.TrimSuffix(v, ":")
+		}
+		err = unix.FsconfigSetString(fs, opts[i][0], v)`,
+		Why: "the layers handed to overlayfs in reverse order (lowerdir bottom first): a lower layer's file hides the upper one's",
+	},
+	{
+		Name: "04-unpack-ignores-whiteouts", Lesson: 4, File: "04-layers/unpack.go",
+		Old: `return unix.Mknodat(dir, hidden, unix.S_IFCHR, 0)`,
+		New: `return nil // mutation: .wh.NAME skipped, NAME of the layers below stays visible`,
+		Why: "unpacking skips .wh. entries (no 0/0 device): a file deleted in a committed layer comes back when the layer is stacked",
+	},
+	{
+		Name: "04-unpack-ignores-opaque", Lesson: 4, File: "04-layers/unpack.go",
+		Old: `return unix.Fsetxattr(dir, "trusted.overlay.opaque", []byte("y"), 0)`,
+		New: `return nil // mutation: .wh..wh..opq skipped, the directory stays transparent`,
+		Why: "unpacking skips .wh..wh..opq (no trusted.overlay.opaque): a directory deleted and made again shows the old contents below it",
+	},
+	{
+		Name: "04-commit-drops-whiteouts", Lesson: 4, File: "04-layers/commit.go",
+		Old: `return writeHeader(tw, &tar.Header{Name: filepath.Join(filepath.Dir(name), ".wh."+info.Name()), Mode: 0o644, ModTime: info.ModTime()})`,
+		New: `return nil // mutation: the whiteout is left out of the layer tar`,
+		Why: "commit leaves overlay's whiteouts out of the tar: the committed layer forgets the deletions",
+	},
+	{
+		Name: "04-commit-drops-opaque", Lesson: 4, File: "04-layers/commit.go",
+		Old: `return writeHeader(tw, &tar.Header{Name: filepath.Join(name, ".wh..wh..opq"), Mode: 0o644, ModTime: info.ModTime()})`,
+		New: `return nil // mutation: opaque directories are not marked in the layer tar`,
+		Why: "commit writes no .wh..wh..opq for an opaque directory: the committed layer lets the old contents through",
+	},
+	{
+		Name: "04-unpack-allows-dotdot", Lesson: 4, File: "04-layers/unpack.go",
+		Old: `case clean == ".." || strings.HasPrefix(clean, "../"):`,
+		New: `case false: // mutation: names may climb out of the layer with ..`,
+		Why: "cleanName lets ../ through: an entry ../../x is written outside the layer (the demo aims it into $WORK)",
+	},
+	{
+		Name: "04-unpack-follows-symlinks", Lesson: 4, File: "04-layers/unpack.go",
+		Old: `const flags = unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_RDONLY | unix.O_CLOEXEC`,
+		New: `const flags = unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC // mutation: symlinks followed`,
+		Why: "openBeneath follows symlinks: a symlink d -> DIR then an entry d/evil writes into DIR (the demo aims it into $WORK)",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the
