@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,6 +31,9 @@ func commit(args []string) int {
 		fail(2, "commit: expected [--root DIR] ID OUT.tar\n%s", usage)
 	}
 	id, file := flags.Arg(0), flags.Arg(1)
+	if len(id) != 12 || strings.Trim(id, "0123456789abcdef") != "" {
+		fail(2, "commit: %q is not a container id (12 hex digits, as --keep printed)", id)
+	}
 	upper := filepath.Join(dataRoot(*root), "containers", id, "upper")
 	if _, err := os.Stat(upper); err != nil {
 		fail(1, "commit: no kept container %s (%v): run it with --keep", id, err)

@@ -72,7 +72,10 @@ func unpackInto(file, dir string) error {
 	defer unix.Close(root)
 	for tr := tar.NewReader(in); ; {
 		hdr, err := tr.Next()
-		if err == io.EOF {
+		if err == io.EOF { // read to the end: gzip checks its checksum there
+			if _, err = io.Copy(io.Discard, in); err != nil {
+				return fmt.Errorf("after the last entry: %w (corrupt)", err)
+			}
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("read the tar: %w (truncated or corrupt)", err)
@@ -111,9 +114,13 @@ func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header) error {
 		}
 		return unix.Mknodat(dir, hidden, unix.S_IFCHR, 0)
 	}
-	if hdr.Typeflag != tar.TypeDir { // a later entry replaces an earlier one
-		if err := unix.Unlinkat(dir, base, 0); err != nil && err != unix.ENOENT {
-			return err
+	// A later entry replaces an earlier one of the same name, but only a
+	// directory may stay for a directory: never chmod a symlink's target.
+	var st unix.Stat_t
+	if unix.Fstatat(dir, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil &&
+		(hdr.Typeflag != tar.TypeDir || st.Mode&unix.S_IFMT != unix.S_IFDIR) {
+		if err := unix.Unlinkat(dir, base, 0); err != nil {
+			return fmt.Errorf("replace the earlier %s: %w", base, err)
 		}
 	}
 	mode := uint32(hdr.Mode & 0o7777)
