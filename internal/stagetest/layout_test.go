@@ -85,6 +85,8 @@ func diffBudget(n int) int {
 		return 0
 	case n == 3:
 		return 420
+	case n == 4:
+		return 570 // overlay, the safe unpacker and commit: three mechanisms
 	default:
 		return 400
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
 
 	"github.com/minibox-lab/minibox/internal/rootfs"
 	"github.com/minibox-lab/minibox/internal/stages"
@@ -37,6 +40,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	setupErr = setup(tmp)
+	if err := useDataRoot(tmp); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(tmp)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(tmp)
 	os.Exit(code)
@@ -63,6 +71,79 @@ func setup(tmp string) error {
 	}
 	rootfsDir = filepath.Join(tmp, "rootfs")
 	return rootfs.Build(rootfsDir, busybox)
+}
+
+// dataRoots is where the data roots of this test run go (TestMain's
+// temporary directory).
+var dataRoots string
+
+// useDataRoot points MINIBOX_ROOT, where the stages from 04 on keep their
+// layers and containers, into tmp for the whole run, so that no stage run
+// of the tests (the guard's, a benchmark's, a test's) reads or writes
+// the host's /var/lib/minibox or the developer's own $MINIBOX_ROOT. Each
+// test of a stage from 04 on gets one of its own besides
+// (useTempDataRoot). On the host tmp is on the root file system; in the
+// cgroup v2 VM it is a tmpfs: either is one that overlayfs takes as upper.
+func useDataRoot(tmp string) error {
+	dataRoots = tmp
+	dir := filepath.Join(tmp, "data")
+	// 0755: with --userns, container root must reach the container's merged
+	// directory in there.
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return err
+	}
+	return os.Setenv("MINIBOX_ROOT", dir)
+}
+
+// useTempDataRoot gives the test a data root of its own, $MINIBOX_ROOT
+// (for the stages it starts), removed when the test ends. Call it before
+// needStage, so that the leak check looks in it too.
+func useTempDataRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(dataRoots, "data-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(dir, 0o755)) // see useDataRoot
+	t.Cleanup(func() { removeDataRoot(t, dir) })
+	t.Setenv("MINIBOX_ROOT", dir)
+	return dir
+}
+
+// removeDataRoot removes a test's data root, or says why it cannot (a
+// mount left in it, which the leak check reports too).
+func removeDataRoot(t *testing.T, dir string) {
+	if err := os.RemoveAll(dir); err != nil {
+		t.Errorf("remove the test's data root: %v", err)
+	}
+}
+
+// checkNoContainerDirsAtEnd fails the test if, when it ends, a container
+// directory is left in its data root: a stage from 04 on removes its
+// container's directory when the container exits, and a test that keeps
+// one (--keep, a killed stage) removes it itself. Call it after needStage:
+// it then runs before the leak check, which would remove what it finds.
+func checkNoContainerDirsAtEnd(t *testing.T) {
+	t.Helper()
+	root := os.Getenv("MINIBOX_ROOT")
+	t.Cleanup(func() {
+		if left := containerDirs(t, root); len(left) > 0 {
+			t.Errorf("container directories left in %s/containers: %v", root, left)
+		}
+	})
+}
+
+// containerDirs lists the entries of root/containers.
+func containerDirs(t *testing.T, root string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(root, "containers"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 // buildStages compiles every stage folder of the working tree into dir.
@@ -112,13 +193,22 @@ func stagesFrom(t testing.TB, nn string) []builtStage {
 // forEachStage runs test on every stage from nn on, each as a subtest named
 // after the stage ("stage02", "stage03", …: `-run '/stage03'` checks every
 // property on stage 03), with the checks of needNamespaceStage and the
-// clean-up of any shared cgroup parent the run made.
+// clean-up of any shared cgroup parent the run made. From stage 04 on, each
+// subtest has a data root of its own, and no container directory may be
+// left in it at the end.
 func forEachStage(t *testing.T, nn string, test func(t *testing.T, stage string)) {
 	t.Helper()
 	for _, s := range stagesFrom(t, nn) {
 		t.Run("stage"+s.nn, func(t *testing.T) {
+			layered := s.nn >= "04"
+			if layered {
+				useTempDataRoot(t)
+			}
 			stage := needNamespaceStage(t, s.nn)
 			removeNewCgroupParentsAtEnd(t)
+			if layered {
+				checkNoContainerDirsAtEnd(t)
+			}
 			test(t, stage)
 		})
 	}

@@ -322,8 +322,8 @@ func TestStage02UserNamespace(t *testing.T) {
 		assert.Equal(t, []string{"0", "0", "0", "100000", "65536", "0", "100000", "65536", "deny"}, strings.Fields(res.stdout))
 
 		// Seen from the host, container root is uid 100000: its process...
-		marker := filepath.Join(rootfsDir, "tmp", "minibox-userns-test")
-		t.Cleanup(func() { os.Remove(marker) })
+		// (Up to stage 03 the file it makes is the rootfs's own.)
+		t.Cleanup(func() { os.Remove(filepath.Join(rootfsDir, "tmp", "minibox-userns-test")) })
 		c := startContainer(t, stage, "run", "--userns", rootfsDir, "--", "sh", "-c",
 			"touch /tmp/minibox-userns-test && echo ready && exec sleep 60")
 		c.waitFor(t, "ready")
@@ -331,11 +331,13 @@ func TestStage02UserNamespace(t *testing.T) {
 		require.NoError(t, err)
 		assert.Regexp(t, `(?m)^Uid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
 		assert.Regexp(t, `(?m)^Gid:\s+100000\s+100000\s+100000\s+100000$`, string(status))
-		c.kill(t)
-		// ...and the files it makes.
+		// ...and the files it makes, seen through its root while it runs
+		// (from stage 04 on they are in its own upper layer).
 		var st unix.Stat_t
-		require.NoError(t, unix.Stat(marker, &st))
+		require.NoError(t, unix.Stat(fmt.Sprintf("/proc/%d/root/tmp/minibox-userns-test", c.pid(t)), &st))
 		assert.Equal(t, uint32(100000), st.Uid)
+		assert.Equal(t, uint32(100000), st.Gid)
+		c.kill(t)
 
 		// Host root can make device nodes; container root cannot.
 		mknod := []string{"--", "mknod", "/dev/minibox-test", "c", "1", "3"}
@@ -361,11 +363,27 @@ func TestStage02UserNamespace(t *testing.T) {
 		locked := filepath.Join(t.TempDir(), "locked")
 		require.NoError(t, os.MkdirAll(filepath.Join(locked, "rootfs"), 0o755))
 		require.NoError(t, os.Chmod(locked, 0o700))
+		if atLeast(stage, "04") {
+			assertLockedLayerReachable(t, stage, filepath.Join(locked, "rootfs"))
+			return
+		}
 		res = run(t, stage, "run", "--userns", filepath.Join(locked, "rootfs"), "--", "true")
 		assert.Equal(t, 1, res.code)
 		assert.Contains(t, res.stderr, filepath.Join(locked, "rootfs"))
 		assert.Contains(t, res.stderr, "o+x")
 	})
+}
+
+// assertLockedLayerReachable checks what replaces the "cannot reach the
+// rootfs" error from stage 04 on: host root makes the overlay and reads
+// its layers, so container root reads a layer that it could not reach
+// by its path (dir, below a 0700 directory).
+func assertLockedLayerReachable(t *testing.T, stage, dir string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "stage02-locked"), []byte("reached\n"), 0o644))
+	res := run(t, stage, "run", "--userns", "--layer", dir, rootfsDir, "--", "cat", "/stage02-locked")
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "reached\n", res.stdout)
 }
 
 // Container root starts with no supplementary groups: not the stage's (under
@@ -485,7 +503,13 @@ func TestStage02BadInputIsAClearError(t *testing.T) {
 		empty := t.TempDir()
 		res := run(t, stage, "run", empty, "--", "true")
 		assert.Equal(t, 1, res.code)
-		assert.Contains(t, res.stderr, filepath.Join(empty, "proc"))
+		if !atLeast(stage, "04") {
+			assert.Contains(t, res.stderr, filepath.Join(empty, "proc")+": no such file or directory")
+			return
+		}
+		// From stage 04 on the mount point is in the overlay of the layers.
+		merged := regexp.QuoteMeta(os.Getenv("MINIBOX_ROOT")) + `/containers/[0-9a-f]{12}/merged`
+		assert.Regexp(t, merged+`/proc: no such file or directory`, res.stderr)
 	})
 }
 
@@ -540,7 +564,7 @@ func allowContainerRoot(t *testing.T) {
 // host while it lives.
 type container struct {
 	cmd    *exec.Cmd
-	name   string      // if started by startCgContainer: prefix of its files in the rootfs's /tmp
+	name   string      // if started by startCgContainer: prefix of its files in its /tmp
 	lines  chan string // its standard output, line by line
 	stdout bytes.Buffer
 	stderr bytes.Buffer
@@ -686,19 +710,22 @@ func TestStage02Narrates(t *testing.T) {
 		assert.Equal(t, "narrated\n", res.stdout)
 		steps := narration(res.stderr)
 		clone := unshareStep(t, steps, false)
-		assertInOrder(t, steps[clone:],
+		root := narratedRoot(t, stage, steps)
+		at := assertInOrder(t, steps[clone:],
 			"+ hostname box",
 			"+ mount --make-rprivate /",
-			"+ mount --rbind "+rootfsDir+" "+rootfsDir,
-			"+ mount -t proc proc "+rootfsDir+"/proc",
-			"+ mount -t sysfs sysfs "+rootfsDir+"/sys",
-			"+ cd "+rootfsDir,
+			"+ mount --rbind "+root+" "+root,
+			"+ mount -t proc -o nosuid,nodev,noexec proc "+root+"/proc",
+			"+ mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "+root+"/sys",
+			"+ cd "+root,
 			"+ pivot_root . .",
 			"+ umount -l .",
 			"+ cd /",
 			"+ exec echo narrated")
 		// Without limits there is no cgroup to remove afterwards.
-		assert.Equal(t, "+ exec echo narrated", steps[len(steps)-1], "the exec is the last step")
+		if exec := at[len(at)-1]; exec >= 0 {
+			assert.Empty(t, withoutContainerRemoval(stage, steps[clone+exec+1:]), "the exec is the last step:\n%s", res.stderr)
+		}
 
 		// With --userns: --user in the clone, then the parent writes the
 		// child's maps (while the child runs: in no fixed order with its

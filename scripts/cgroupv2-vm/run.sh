@@ -8,8 +8,9 @@
 # must stay so, but most students run pure cgroup v2. So we boot Debian's own
 # 6.1 cloud kernel under QEMU with an initramfs that holds a static busybox,
 # our /init (init.sh next to this file), a few kernel modules, the statically
-# linked test binary and every stage program; /init runs the tests as root and
-# reports their exit status, which becomes this script's exit status.
+# linked test binary, every stage program and the minibox command; /init runs
+# the tests as root and reports their exit status, which becomes this script's
+# exit status.
 # See docs/cgroup-v2-vm.md.
 #
 # Environment:
@@ -324,16 +325,17 @@ for d in "$modroot"/[0-9][0-9]-*/; do
 	stage_num[$nn]=$name
 	stage_pkgs+=("./$name")
 done
-if [[ ${#stage_pkgs[@]} -gt 0 ]]; then
-	# One go build for all of them: faster than one per stage. With several
-	# main packages and -o DIR/, each binary is named after its directory.
-	mkdir -p "$work/stages"
-	"$go" build -o "$work/stages/" "${stage_pkgs[@]}" ||
-		die "cannot build the stage programs (${stage_pkgs[*]}); the tests run them from MINIBOX_STAGE_BIN"
-	for nn in "${!stage_num[@]}"; do
-		mv "$work/stages/${stage_num[$nn]}" "$root/stages/stage$nn"
-	done
-fi
+# The minibox command goes beside them, /stages/minibox: the stage tests run
+# `minibox cleanup` on what a killed stage left.
+# One go build for all of them: faster than one per program. With several
+# main packages and -o DIR/, each binary is named after its directory.
+mkdir -p "$work/stages"
+"$go" build -o "$work/stages/" "${stage_pkgs[@]}" ./cmd/minibox ||
+	die "cannot build the stage programs (${stage_pkgs[*]}) and ./cmd/minibox; the tests run them from MINIBOX_STAGE_BIN"
+for nn in "${!stage_num[@]}"; do
+	mv "$work/stages/${stage_num[$nn]}" "$root/stages/stage$nn"
+done
+mv "$work/stages/minibox" "$root/stages/minibox"
 
 # --- The rest of the initramfs ------------------------------------------------
 cp "$busybox" "$root/bin/busybox"
