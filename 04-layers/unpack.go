@@ -157,6 +157,7 @@ func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header) error {
 	default:
 		return fmt.Errorf("type %q is not allowed in a layer (no devices: /dev comes from the runtime)", hdr.Typeflag)
 	}
+	// base is no symlink here: made just now, or a real directory (above).
 	if err == nil { // chown before chmod: chown clears set-user-ID bits
 		err = unix.Fchownat(dir, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
 	}
