@@ -86,7 +86,7 @@ func diffBudget(n int) int {
 	case n == 3:
 		return 420
 	case n == 4:
-		return 570 // overlay, the safe unpacker and commit: three mechanisms
+		return 600 // overlay, the safe unpacker and commit: three mechanisms
 	default:
 		return 400
 	}
