@@ -2,7 +2,6 @@
 package scripts_test
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
@@ -33,19 +33,13 @@ func prereqs(t *testing.T, cgroupRoot string, args ...string) []string {
 // (the root on a pure v2 host, unified/ on a hybrid one), or "".
 func cgroup2Mount(t *testing.T) string {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	data, err := os.ReadFile("/proc/self/mountinfo")
 	require.NoError(t, err)
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// … mount-point … - fstype source options
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		fields, after := strings.Fields(pre), strings.Fields(post)
-		if ok && len(fields) > 4 && len(after) > 0 && after[0] == "cgroup2" {
-			return fields[4]
+	for _, m := range cleanup.ParseMountinfo(string(data)) {
+		if m.FSType == "cgroup2" {
+			return m.Point
 		}
 	}
-	require.NoError(t, sc.Err())
 	return ""
 }
 

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,12 +34,22 @@ const (
 	parentKind = "cgroup parent"
 )
 
+// CgroupRoot is where the cgroup file systems are mounted, where the
+// stages look for them.
+const CgroupRoot = "/sys/fs/cgroup"
+
+// IsCgroup2 is stage 03's rule (as runc and youki decide): the host is
+// cgroup v2 when its cgroup root, path, is itself a cgroup2 file system
+// (statfs, as stat -fc %T does); otherwise it is v1, hybrid included, with
+// one tree per controller. Cleanup and doctor decide with it alike.
+func IsCgroup2(path string) bool { return statfsType(path) == unix.CGROUP2_SUPER_MAGIC }
+
 // CgroupTrees returns the cgroup trees under root, as stage 03 decides:
 // root itself when it is a cgroup2 file system (v2), otherwise each
 // directory in it that is a cgroup tree (v1 and hybrid: memory, pids,
 // cpu,cpuacct, unified, …), each once however many links lead to it.
 func CgroupTrees(root string) []string {
-	if isCgroup2(root) {
+	if IsCgroup2(root) {
 		return []string{root}
 	}
 	entries, _ := os.ReadDir(root)
@@ -63,16 +75,15 @@ func statfsType(path string) int64 {
 	return int64(st.Type)
 }
 
-func isCgroup2(path string) bool { return statfsType(path) == unix.CGROUP2_SUPER_MAGIC }
-
 func isCgroupFS(path string) bool {
 	t := statfsType(path)
 	return t == unix.CGROUP_SUPER_MAGIC || t == unix.CGROUP2_SUPER_MAGIC
 }
 
 // findGroups lists every group below each tree's minibox/, the deepest
-// first, marking busy the ones that hold processes (themselves or below).
+// first, marking busy the ones in use (themselves or below).
 func findGroups(env Env) ([]Object, error) {
+	holders := procsHolders()
 	var out []Object
 	for _, tree := range CgroupTrees(env.CgroupRoot) {
 		var groups []string
@@ -87,36 +98,45 @@ func findGroups(env Env) ([]Object, error) {
 			return strings.Count(groups[i], "/") > strings.Count(groups[j], "/")
 		})
 		for _, g := range groups {
-			o := Object{Kind: cgroupKind, Name: g}
-			if pids := processesBelow(g); len(pids) > 0 {
-				o.Busy = busyGroup(pids)
-			}
-			out = append(out, o)
+			out = append(out, Object{Kind: cgroupKind, Name: g, Busy: groupInUse(g, holders)})
 		}
 	}
 	return out, nil
 }
 
-// findParents lists each tree's minibox/ parent.
+// findParents lists each tree's minibox/ parent, busy while a group below
+// it is in use: removing the parent would take the group with it, or, the
+// moment before a stage makes its group, make that mkdir fail.
 func findParents(env Env) ([]Object, error) {
+	holders := procsHolders()
 	var out []Object
 	for _, tree := range CgroupTrees(env.CgroupRoot) {
 		parent := filepath.Join(tree, "minibox")
 		if info, err := os.Stat(parent); err != nil || !info.IsDir() {
 			continue
 		}
-		o := Object{Kind: parentKind, Name: parent}
-		if pids := processesBelow(parent); len(pids) > 0 {
-			o.Busy = busyGroup(pids)
-		}
-		out = append(out, o)
+		out = append(out, Object{Kind: parentKind, Name: parent, Busy: groupInUse(parent, holders)})
 	}
 	return out, nil
 }
 
-func busyGroup(pids []string) string {
-	return fmt.Sprintf("holds processes %s: a container still running? Stop it (kill %s), then run minibox cleanup again",
-		describePIDs(pids), strings.Join(pids, " "))
+// groupInUse says why the group dir, or a group below it, is in use, or "":
+// it holds processes (a container running), or a process has its
+// cgroup.procs open. The second covers a container that is starting: the
+// stage makes the group, opens its cgroup.procs (exec 3> …/cgroup.procs)
+// and keeps it open for the container's whole life, but the container
+// joins through it only as its last step before exec, so until then the
+// group holds no process.
+func groupInUse(dir string, holders map[fileID][]string) string {
+	if pids := processesBelow(dir); len(pids) > 0 {
+		return fmt.Sprintf("holds processes %s: a container still running? Stop it (kill %s), then run minibox cleanup again",
+			describePIDs(pids), strings.Join(pids, " "))
+	}
+	if pids := holdersBelow(dir, holders); len(pids) > 0 {
+		return fmt.Sprintf("process %s has its cgroup.procs open: a container starting or running? Stop it (kill %s), then run minibox cleanup again",
+			describePIDs(pids), strings.Join(pids, " "))
+	}
+	return ""
 }
 
 // processesBelow lists the PIDs in the group dir and in every group below it.
@@ -129,6 +149,83 @@ func processesBelow(dir string) []string {
 		data, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
 		if err == nil {
 			pids = append(pids, strings.Fields(string(data))...)
+		}
+		return nil
+	})
+	return pids
+}
+
+// fileID identifies a file whatever path leads to it: the path a process
+// sees depends on its mount namespace and on which link it opened
+// (cpu or cpu,cpuacct), the device and inode do not.
+type fileID struct{ dev, ino uint64 }
+
+func idOf(info fs.FileInfo) (fileID, bool) {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
+}
+
+// procsHolders maps every cgroup.procs file that a process has open to the
+// PIDs of those processes (/proc/PID/fd/*, as lsof reads them), this one
+// included.
+func procsHolders() map[fileID][]string {
+	out := map[fileID][]string{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		fdDir := filepath.Join("/proc", e.Name(), "fd")
+		fds, _ := os.ReadDir(fdDir)
+		for _, fd := range fds {
+			link := filepath.Join(fdDir, fd.Name())
+			// The cheap readlink first: only cgroup.procs files are worth a stat.
+			if target, err := os.Readlink(link); err != nil || !strings.HasSuffix(target, "/cgroup.procs") {
+				continue
+			}
+			info, err := os.Stat(link)
+			if err != nil {
+				continue
+			}
+			if id, ok := idOf(info); ok {
+				out[id] = appendOnce(out[id], e.Name())
+			}
+		}
+	}
+	return out
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+// holdersBelow lists the PIDs of the processes that have the cgroup.procs
+// of the group dir, or of a group below it, open.
+func holdersBelow(dir string, holders map[fileID][]string) []string {
+	if len(holders) == 0 {
+		return nil
+	}
+	var pids []string
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
+		}
+		info, err := os.Stat(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil
+		}
+		if id, ok := idOf(info); ok {
+			for _, pid := range holders[id] {
+				pids = appendOnce(pids, pid)
+			}
 		}
 		return nil
 	})

@@ -117,7 +117,7 @@ func DefaultEnv(rootfs string) Env {
 		TempDir:    os.TempDir(),
 		Rootfs:     rootfs,
 		Mountinfo:  "/proc/self/mountinfo",
-		CgroupRoot: "/sys/fs/cgroup",
+		CgroupRoot: CgroupRoot,
 		DataRoots:  []string{DataRoot("")},
 	}
 }

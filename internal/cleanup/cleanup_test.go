@@ -35,12 +35,24 @@ func TestUnescape(t *testing.T) {
 
 func TestParseMountinfo(t *testing.T) {
 	mi := "" +
-		"22 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw\n" +
-		"90 22 0:50 / /tmp/minibox-lesson-1/a\\040b rw shared:5 master:2 - tmpfs minibox\\040x rw\n" +
-		"garbage\n\n"
+		"22 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw,errors=remount-ro\n" +
+		"90 22 0:50 / /tmp/minibox-lesson-1/a\\040b rw shared:5 master:2 - tmpfs minibox\\040x rw,size=1024k\n" +
+		"39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n" +
+		"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n" +
+		"95 22 0:51 / /mnt/o rw - overlay overlay rw,lowerdir=/l\\054x:/m\\134y,upperdir=/u\n" +
+		"96 22 0:52 / /mnt/short rw - tmpfs none\n" + // no super options: still read
+		"garbage\n" +
+		"97 22 0:53 / /mnt/bad rw\n" + // no separator
+		"98 22 0:54 / /mnt/bad rw - tmpfs\n" + // no source
+		"\n"
 	assert.Equal(t, []cleanup.Mount{
-		{Point: "/", FSType: "ext4", Source: "/dev/sda2"},
-		{Point: "/tmp/minibox-lesson-1/a b", FSType: "tmpfs", Source: "minibox x"},
+		{Point: "/", FSType: "ext4", Source: "/dev/sda2", Optional: []string{"shared:1"}, SuperOptions: []string{"rw", "errors=remount-ro"}},
+		{Point: "/tmp/minibox-lesson-1/a b", FSType: "tmpfs", Source: "minibox x", Optional: []string{"shared:5", "master:2"}, SuperOptions: []string{"rw", "size=1024k"}},
+		{Point: "/sys/fs/cgroup/pids", FSType: "cgroup", Source: "cgroup", SuperOptions: []string{"rw", "pids"}},
+		{Point: "/sys/fs/cgroup/unified", FSType: "cgroup2", Source: "cgroup2", SuperOptions: []string{"rw", "nsdelegate"}},
+		// An escaped comma (\054) stays in its option; \134 is a backslash.
+		{Point: "/mnt/o", FSType: "overlay", Source: "overlay", SuperOptions: []string{"rw", "lowerdir=/l,x:/m\\y", "upperdir=/u"}},
+		{Point: "/mnt/short", FSType: "tmpfs", Source: "none"},
 	}, cleanup.ParseMountinfo(mi))
 }
 
@@ -321,4 +333,60 @@ func alive(pid int) bool {
 	s := string(stat)
 	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(rest) > 0 && rest[0] != "Z"
+}
+
+// oneTree returns a cgroup tree of this host to make a test group in: the
+// pids tree on v1 and hybrid hosts, the only one on v2.
+func oneTree(t *testing.T) string {
+	t.Helper()
+	trees := cleanup.CgroupTrees(cleanup.CgroupRoot)
+	require.NotEmpty(t, trees, "no cgroup tree under %s", cleanup.CgroupRoot)
+	for _, tree := range trees {
+		if filepath.Base(tree) == "pids" {
+			return tree
+		}
+	}
+	return trees[0]
+}
+
+// A container that is starting: its stage made the group and holds its
+// cgroup.procs open (exec 3> …/cgroup.procs) for the container to join
+// through, but the container has not joined yet, so the group is empty.
+func TestCleanLeavesAGroupWhoseProcsIsOpen(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t)
+	parent := filepath.Join(oneTree(t), "minibox")
+	group := filepath.Join(parent, fmt.Sprintf("cleanup-open-%d", os.Getpid()))
+	require.NoError(t, os.MkdirAll(group, 0o755))
+	t.Cleanup(func() { _ = os.Remove(group); _ = os.Remove(parent) })
+	procs, err := os.OpenFile(filepath.Join(group, "cgroup.procs"), os.O_WRONLY, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = procs.Close() })
+
+	env := cleanup.DefaultEnv("")
+	env.DataRoots = nil // never the machine's own /var/lib/minibox
+	rep, err := cleanup.Clean(env, false)
+	require.NoError(t, err)
+	me := strconv.Itoa(os.Getpid())
+	busy := map[string]string{}
+	for _, o := range rep.Busy {
+		busy[o.Name] = o.Busy
+	}
+	assert.Contains(t, busy[group], "process "+me+" (", "the holder of cgroup.procs is named")
+	assert.Contains(t, busy[group], "has its cgroup.procs open")
+	assert.Contains(t, busy[group], "kill "+me)
+	assert.Contains(t, busy[parent], "has its cgroup.procs open", "the parent of a group in use is in use")
+	assert.NotContains(t, names(rep.Removed), group)
+	assert.NotContains(t, names(rep.Removed), parent)
+	assert.Empty(t, rep.Failed, "busy, not a failed rmdir")
+	assert.DirExists(t, group, "an empty group whose cgroup.procs is open is left alone")
+	assert.DirExists(t, parent)
+
+	require.NoError(t, procs.Close())
+	rep, err = cleanup.Clean(env, false)
+	require.NoError(t, err)
+	assert.Contains(t, names(rep.Removed), group)
+	assert.Contains(t, names(rep.Removed), parent)
+	assert.NoDirExists(t, group)
+	assert.NoDirExists(t, parent)
 }

@@ -314,7 +314,7 @@ func mountinfoBelow(t *testing.T, dir string) string {
 	require.NoError(t, err)
 	var keep []string
 	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(cleanup.Unescape(f[4]), dir+"/") {
+		if m := cleanup.ParseMountinfo(l); len(m) == 1 && strings.HasPrefix(m[0].Point, dir+"/") {
 			keep = append(keep, l)
 		}
 	}

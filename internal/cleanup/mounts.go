@@ -23,11 +23,6 @@ var Mounts = Kind{Name: mountKind, Find: findMounts, Remove: removeMount}
 
 const mountKind = "mount"
 
-// Mount is one line of a mountinfo file (proc(5)).
-type Mount struct {
-	Point, FSType, Source string
-}
-
 func findMounts(env Env) ([]Object, error) {
 	data, err := os.ReadFile(env.Mountinfo)
 	if err != nil {
@@ -134,41 +129,3 @@ func removeMount(o Object) error {
 	}
 	return fmt.Errorf("umount -l %s: %w", o.Name, err)
 }
-
-// ParseMountinfo reads a mountinfo file (proc(5)): field 5 is the mount
-// point, and after the " - " separator come the fstype and the source.
-// Paths are unescaped (\040 is a space).
-func ParseMountinfo(text string) []Mount {
-	var out []Mount
-	for _, line := range strings.Split(text, "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(fields) < 5 || len(tail) < 2 {
-			continue
-		}
-		out = append(out, Mount{Point: Unescape(fields[4]), FSType: Unescape(tail[0]), Source: Unescape(tail[1])})
-	}
-	return out
-}
-
-// Unescape decodes the octal escapes the kernel writes in mountinfo for a
-// space (\040), a tab (\011), a newline (\012) and a backslash (\134).
-func Unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -29,10 +29,11 @@ add them, what those stages make). It prints one line per object it removed,
 or "nothing to clean up", and touches nothing that minibox did not make: the
 data root's layers and demo rootfs stay. Running it twice is safe.
 
-It kills nothing: a cgroup that still holds processes, or a container
-directory whose stage is still running, belongs to a container that is still
-running; it is listed with the command that stops it, and the exit status
-is 1. docs/cleanup.md says what is recognised, and how.`,
+It kills nothing: a cgroup that still holds processes (or whose
+cgroup.procs a stage holds open for a container that is starting), or a
+container directory whose stage is still running, belongs to a container
+that is still running; it is listed with the command that stops it, and the
+exit status is 1. docs/cleanup.md says what is recognised, and how.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !dryRun && geteuid() != 0 {

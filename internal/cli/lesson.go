@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/lesson"
 	"github.com/minibox-lab/minibox/internal/rootfs"
 	"github.com/minibox-lab/minibox/internal/stages"
@@ -254,18 +255,16 @@ func removeTemp(errOut io.Writer, dir string) {
 	_ = os.RemoveAll(dir)
 }
 
-// mountsUnder lists mount points at or below dir, deepest first, from
-// /proc/self/mountinfo (proc(5): field 5 is the mount point).
+// mountsUnder lists mount points at or below dir, deepest first.
 func mountsUnder(dir string) []string {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append([]string{f[4]}, out...)
+	for _, m := range cleanup.ParseMountinfo(string(data)) {
+		if m.Point == dir || strings.HasPrefix(m.Point, dir+"/") {
+			out = append([]string{m.Point}, out...)
 		}
 	}
 	return out

@@ -102,7 +102,7 @@ func TestDemoNumberOutOfRange(t *testing.T) {
 	out, stderr, code := minibox(t, "lesson", "1", "--lang", "en", "--demo", "99")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, stderr, fmt.Sprintf("lesson 1: --demo 99: there is no demo 99; this lesson has %d demos (1 to %d)", n, n))
-	assert.NotContains(t, out, "building", "refused before building anything")
+	assert.NotContains(t, out, "building stage", "refused before building anything")
 
 	_, stderr, code = minibox(t, "lesson", "1", "--lang", "en", "--from", "0", "--demo", "0", "--read")
 	assert.Equal(t, 0, code, "0 means not given: %s", stderr)
@@ -134,7 +134,7 @@ func TestTimeoutScale(t *testing.T) {
 		out, stderr, code := minibox(t, args...)
 		assert.Equal(t, 1, code)
 		assert.Contains(t, stderr, c.want)
-		assert.NotContains(t, out, "building", "refused before the build")
+		assert.NotContains(t, out, "building stage", "refused before the build")
 	}
 
 	// Lesson 3's demo needs 0.6s and allows 200ms: it fails unscaled,
@@ -249,7 +249,7 @@ func readAsUserWithoutGo(t *testing.T, bin, dir, noGo, sed string, l *lesson.Les
 	assert.Contains(t, out, "expect: ", "%s: what each demo checks", where)
 	assert.NotRegexp(t, `(?m)^  │ `, out, "%s: no demo ran (no output gutter)", where)
 	assert.NotContains(t, out, "PAGED:", "%s: no pager when output is not a terminal", where)
-	assert.NotContains(t, out, "building", "%s: no stage was built", where)
+	assert.NotContains(t, out, "building stage", "%s: no stage was built", where)
 }
 
 // readOnTerminal runs minibox lesson 1 --read in-process with its output on

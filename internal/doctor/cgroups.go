@@ -3,6 +3,8 @@ package doctor
 import (
 	"fmt"
 	"strings"
+
+	"github.com/minibox-lab/minibox/internal/cleanup"
 )
 
 // CgroupMode describes how cgroups are mounted on a host.
@@ -20,24 +22,16 @@ type CgroupMode struct {
 // the mounts show; Decide then applies stage 03's rule.
 func ParseCgroupMounts(mountinfo string) CgroupMode {
 	m := CgroupMode{V1: map[string]string{}}
-	for _, line := range strings.Split(mountinfo, "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		f, tail := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(tail) < 3 {
-			continue
-		}
-		switch tail[0] {
+	for _, mnt := range cleanup.ParseMountinfo(mountinfo) {
+		switch mnt.FSType {
 		case "cgroup2":
 			if m.V2Root == "" {
-				m.V2Root = f[4]
+				m.V2Root = mnt.Point
 			}
 		case "cgroup":
-			for _, opt := range strings.Split(tail[2], ",") {
-				switch opt {
-				case "memory", "cpu", "pids", "cpuacct", "cpuset", "blkio", "devices", "freezer", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc":
-					if m.V1[opt] == "" {
-						m.V1[opt] = f[4]
-					}
+			for _, opt := range mnt.SuperOptions {
+				if v1Controllers[opt] && m.V1[opt] == "" {
+					m.V1[opt] = mnt.Point
 				}
 			}
 		}
@@ -57,14 +51,22 @@ func ParseCgroupMounts(mountinfo string) CgroupMode {
 	return m
 }
 
-// CgroupRoot is where stage 03 looks for cgroups.
-const CgroupRoot = "/sys/fs/cgroup"
+// v1Controllers are the controllers a v1 cgroup mount's super options can
+// name (the others are rw, name=systemd, …).
+var v1Controllers = map[string]bool{
+	"memory": true, "cpu": true, "pids": true, "cpuacct": true, "cpuset": true, "blkio": true, "devices": true,
+	"freezer": true, "hugetlb": true, "net_cls": true, "net_prio": true, "perf_event": true, "rdma": true, "misc": true,
+}
 
-// Decide applies stage 03's rule (as runc and youki decide): when
-// /sys/fs/cgroup is itself a cgroup2 file system (statfs), the host is v2
-// and every controller comes from that one tree; otherwise it is v1, hybrid
-// included, with one tree per controller, and a cgroup2 tree elsewhere
-// (/sys/fs/cgroup/unified) is not used.
+// CgroupRoot is where stage 03 looks for cgroups.
+const CgroupRoot = cleanup.CgroupRoot
+
+// Decide applies stage 03's rule (as runc and youki decide), given what
+// cleanup.IsCgroup2 says of CgroupRoot: when /sys/fs/cgroup is itself a
+// cgroup2 file system (statfs), the host is v2 and every controller comes
+// from that one tree; otherwise it is v1, hybrid included, with one tree
+// per controller, and a cgroup2 tree elsewhere (/sys/fs/cgroup/unified) is
+// not used. cleanup.CgroupTrees finds the trees by the same rule.
 func (m CgroupMode) Decide(rootIsCgroup2 bool) CgroupMode {
 	if rootIsCgroup2 {
 		m.Mode, m.V2Root, m.V1 = "v2", CgroupRoot, map[string]string{}

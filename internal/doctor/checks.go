@@ -240,14 +240,12 @@ func checkPropagation(h Host) Result {
 func RootPropagation(mountinfo string) string {
 	prop := ""
 	// The last "/" wins: a mount on top of / hides the ones below it.
-	for _, line := range strings.Split(mountinfo, "\n") {
-		pre, _, ok := strings.Cut(line, " - ")
-		f := strings.Fields(pre)
-		if !ok || len(f) < 6 || f[4] != "/" {
+	for _, m := range cleanup.ParseMountinfo(mountinfo) {
+		if m.Point != "/" {
 			continue
 		}
 		prop = "private"
-		for _, opt := range f[6:] {
+		for _, opt := range m.Optional {
 			switch {
 			case strings.HasPrefix(opt, "shared:"):
 				prop = "shared"

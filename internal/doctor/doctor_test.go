@@ -88,10 +88,9 @@ func (h *fakeHost) IsCgroup2(path string) bool {
 	if h.cgroup2 != nil {
 		return *h.cgroup2
 	}
-	for _, line := range strings.Split(h.files["/proc/self/mountinfo"], "\n") {
-		pre, post, _ := strings.Cut(line, " - ")
-		if f, tail := strings.Fields(pre), strings.Fields(post); len(f) > 4 && len(tail) > 0 && f[4] == path {
-			return tail[0] == "cgroup2"
+	for _, m := range cleanup.ParseMountinfo(h.files["/proc/self/mountinfo"]) {
+		if m.Point == path {
+			return m.FSType == "cgroup2"
 		}
 	}
 	return false
@@ -352,6 +351,14 @@ func TestParseCgroupMounts(t *testing.T) {
 			"92 30 0:40 / /mnt/memory2 rw,relatime - cgroup cgroup rw,memory\n")
 		assert.Equal(t, "/sys/fs/cgroup", m.V2Root)
 		assert.Equal(t, "/mnt/memory", m.V1["memory"])
+	})
+
+	t.Run("mountinfo's escapes decoded, by cleanup's parser", func(t *testing.T) {
+		m := doctor.ParseCgroupMounts("" +
+			"90 30 0:27 / /run/my\\040cgroups/v2 rw - cgroup2 cgroup2 rw\n" +
+			"91 30 0:40 / /run/my\\040cgroups/mem rw - cgroup cgroup rw,memory\n")
+		assert.Equal(t, "/run/my cgroups/v2", m.V2Root)
+		assert.Equal(t, map[string]string{"memory": "/run/my cgroups/mem"}, m.V1)
 	})
 
 	t.Run("none", func(t *testing.T) {
@@ -1113,6 +1120,18 @@ func TestRealHost(t *testing.T) {
 	require.NoError(t, unix.Statfs("/sys/fs/cgroup", &st))
 	mode := doctor.ParseCgroupMounts(string(mi)).Decide(st.Type == unix.CGROUP2_SUPER_MAGIC)
 	assert.Equal(t, st.Type == unix.CGROUP2_SUPER_MAGIC, host.IsCgroup2("/sys/fs/cgroup"))
+	// Doctor and cleanup decide by one rule: the trees cleanup looks in are
+	// the ones doctor's mode names.
+	trees := cleanup.CgroupTrees(doctor.CgroupRoot)
+	if mode.Mode == "v2" {
+		assert.Equal(t, []string{doctor.CgroupRoot}, trees)
+	} else {
+		for c, dir := range mode.V1 {
+			real, err := filepath.EvalSymlinks(dir)
+			require.NoError(t, err)
+			assert.Contains(t, trees, real, "cleanup looks in the %s tree", c)
+		}
+	}
 	if mode.Mode == "v2" {
 		if c, err := os.ReadFile(mode.V2Root + "/cgroup.controllers"); err == nil {
 			mode.V2Available = strings.Fields(string(c))

@@ -109,10 +109,7 @@ func (r Real) StaticBusybox() (string, error) { return r.Busybox() }
 
 func (r Real) RootfsBuilt() (string, bool) { return r.RootfsDir, r.IsBuilt(r.RootfsDir) }
 
-func (Real) IsCgroup2(path string) bool {
-	var st unix.Statfs_t
-	return unix.Statfs(path, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
-}
+func (Real) IsCgroup2(path string) bool { return cleanup.IsCgroup2(path) }
 
 func (Real) Mode(path string) (fs.FileMode, error) {
 	info, err := os.Stat(path)

@@ -28,6 +28,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/internal/cleanup"
 )
 
 // All three limits are in the group's files while the container runs, the
@@ -515,24 +517,19 @@ func cgTree(t *testing.T, controller string) (mount string, v2 bool) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	require.NoError(t, err)
 	v1 := ""
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, _ := strings.Cut(line, " - ")
-		fields, tail := strings.Fields(pre), strings.Fields(post)
-		if len(fields) < 5 || len(tail) < 3 {
-			continue
-		}
-		switch tail[0] {
+	for _, m := range cleanup.ParseMountinfo(string(data)) {
+		switch m.FSType {
 		case "cgroup2":
-			ctrls, _ := os.ReadFile(filepath.Join(fields[4], "cgroup.controllers"))
+			ctrls, _ := os.ReadFile(filepath.Join(m.Point, "cgroup.controllers"))
 			for _, c := range strings.Fields(string(ctrls)) {
 				if c == controller {
-					return fields[4], true
+					return m.Point, true
 				}
 			}
 		case "cgroup":
-			for _, c := range strings.Split(tail[2], ",") {
+			for _, c := range m.SuperOptions {
 				if c == controller && v1 == "" {
-					v1 = fields[4]
+					v1 = m.Point
 				}
 			}
 		}

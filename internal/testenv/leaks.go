@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,13 +15,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/internal/cleanup"
+	"github.com/minibox-lab/minibox/internal/rootfs"
 )
 
 // KernelState is what a test could leave behind in the kernel.
 type KernelState struct {
 	// Made are the objects of the kinds minibox makes (mounts, cgroups…),
 	// found by the same registry that `minibox cleanup` uses.
-	Made     []cleanup.Object
+	Made []cleanup.Object
+	// Cgroups are the cgroup directories whose name contains "minibox",
+	// anywhere in the cgroup file systems (to sweepDepth): a group a stage
+	// made outside the minibox/<id> layout the registry knows (a typo, a
+	// mutated stage, a student's own) is still a leak, reported, though
+	// not removed, since only the registry's are surely minibox's.
+	Cgroups  []string
 	Links    []string // network links in our network namespace
 	NetNS    []string // named network namespaces (ip netns)
 	Children []string // live child processes of the test binary
@@ -28,10 +36,11 @@ type KernelState struct {
 
 // CheckLeaks snapshots the kernel state now and, when the test ends, fails
 // it if objects minibox makes (mounts, cgroups: internal/cleanup's kinds),
-// links or named network namespaces appeared, or a process it started is
-// still running. Leftover processes are killed and leftover objects
-// removed, by the cleanup registry, so a leak does not spread to the next
-// test.
+// cgroup directories named minibox anywhere else, links or named network
+// namespaces appeared, or a process it started is still running. Leftover
+// processes are killed and leftover objects removed, by the cleanup
+// registry, so a leak does not spread to the next test; a cgroup the
+// registry does not know is only reported.
 //
 // It makes the test binary a child subreaper (prctl(2)
 // PR_SET_CHILD_SUBREAPER): processes orphaned by a container's exit are
@@ -54,12 +63,22 @@ func CheckLeaks(t testing.TB) {
 	})
 }
 
-// LeakEnv is where the registry looks during a test: as on any host, plus
-// every mount below the temporary directory, where tests make their own
-// (t.TempDir()).
+// cgroupRoot is where the leak check looks for cgroups: the host's cgroup
+// root. This package's tests point it at a minibox sub-tree of their own.
+var cgroupRoot = cleanup.CgroupRoot
+
+// sweepDepth bounds the sweep for cgroups named minibox: deep enough for
+// <root>/<controller>/<slice>/<service>/<group>.
+const sweepDepth = 5
+
+// LeakEnv is where the registry looks during a test: as on any host (the
+// demo rootfs the CLI would use, $MINIBOX_ROOTFS or below $MINIBOX_ROOT,
+// else /var/lib/minibox/rootfs, included), plus every mount below the
+// temporary directory, where tests make their own (t.TempDir()).
 func LeakEnv() cleanup.Env {
-	env := cleanup.DefaultEnv("")
+	env := cleanup.DefaultEnv(rootfs.Dir(""))
 	env.Owned = []string{os.TempDir()}
+	env.CgroupRoot = cgroupRoot
 	return env
 }
 
@@ -125,6 +144,7 @@ func Snapshot() KernelState {
 	}
 	return KernelState{
 		Made:     made,
+		Cgroups:  miniboxCgroups(cgroupRoot, sweepDepth),
 		Links:    links(),
 		NetNS:    dirNames("/run/netns"),
 		Children: children(),
@@ -142,10 +162,50 @@ func Diff(before, after KernelState) string {
 			fmt.Fprintf(&b, "  %s: %s\n", what, x)
 		}
 	}
+	add("cgroup named minibox, outside minibox/<id> (not removed: rmdir it)", before.Cgroups, strays(after))
 	add("link", before.Links, after.Links)
 	add("netns", before.NetNS, after.NetNS)
 	add("process", before.Children, after.Children)
 	return b.String()
+}
+
+// strays are the cgroup directories named minibox in s that the registry
+// does not know: the ones it knows (minibox/<id>, the minibox/ parents)
+// it judges, and reports, itself.
+func strays(s KernelState) []string {
+	known := map[string]bool{}
+	for _, o := range s.Made {
+		known[o.Name] = true
+	}
+	var out []string
+	for _, dir := range s.Cgroups {
+		if !known[dir] {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+// miniboxCgroups lists the directories whose name contains "minibox" in
+// the cgroup file systems under root, at most depth levels down. Symlinks
+// (cpu -> cpu,cpuacct) are not followed: the tree they name is walked
+// under its own name.
+func miniboxCgroups(root string, depth int) []string {
+	var out []string
+	base := strings.Count(filepath.Clean(root), "/")
+	_ = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || path == root {
+			return nil
+		}
+		if strings.Contains(d.Name(), "minibox") {
+			out = append(out, path)
+		}
+		if strings.Count(path, "/")-base >= depth {
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return out
 }
 
 func newItems(old, cur []string) []string {
@@ -225,9 +285,10 @@ func waitForChildren(existing []string, limit time.Duration) KernelState {
 	deadline := time.Now().Add(limit)
 	for {
 		reapZombies()
-		state := Snapshot()
-		if len(newItems(existing, state.Children)) == 0 || time.Now().After(deadline) {
-			return state
+		// Only the children while waiting: a whole snapshot (the mount
+		// table, the cgroup sweep) every 20ms would be wasted.
+		if len(newItems(existing, children())) == 0 || time.Now().After(deadline) {
+			return Snapshot()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

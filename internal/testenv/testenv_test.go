@@ -114,6 +114,19 @@ func TestDiff(t *testing.T) {
 	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, twice))
 	assert.Equal(t, "  mount: /tmp/x tmpfs tmpfs\n  mount: /tmp/x tmpfs tmpfs\n", testenv.Diff(once, thrice))
 	assert.Equal(t, "", testenv.Diff(twice, once))
+
+	// A cgroup named minibox that the registry does not know is reported
+	// by the sweep; the ones it knows, the shared parent included, only
+	// by the registry.
+	swept := testenv.KernelState{
+		Made:    []cleanup.Object{group("/sys/fs/cgroup/pids/minibox/c1"), {Kind: "cgroup parent", Name: "/sys/fs/cgroup/pids/minibox"}},
+		Cgroups: []string{"/sys/fs/cgroup/pids/minibox", "/sys/fs/cgroup/pids/minibox/c1", "/sys/fs/cgroup/pids/user.slice/minibox-x"},
+	}
+	assert.Equal(t, ""+
+		"  cgroup: /sys/fs/cgroup/pids/minibox/c1\n"+
+		"  cgroup named minibox, outside minibox/<id> (not removed: rmdir it): /sys/fs/cgroup/pids/user.slice/minibox-x\n",
+		testenv.Diff(testenv.KernelState{}, swept))
+	assert.Equal(t, "", testenv.Diff(swept, swept))
 }
 
 // made lists the registry's objects in s as their keys.
@@ -351,4 +364,67 @@ func TestRequireRoot(t *testing.T) {
 		assert.Contains(t, rec.skips[0], "sudo make test")
 	}
 	assert.Empty(t, rec.fatals)
+}
+
+// A stage whose mounts escaped its mount namespace leaves them below the
+// demo rootfs, wherever the CLI would find it ($MINIBOX_ROOTFS here): the
+// leak check judges that place too, not only the temporary directory.
+func TestCheckLeaksCatchesAMountBelowTheDemoRootfs(t *testing.T) {
+	testenv.RequireRoot(t)
+	// Outside the temporary directory, whose every mount counts anyway.
+	dir, err := os.MkdirTemp("/var/tmp", "testenv-rootfs-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	require.False(t, strings.HasPrefix(dir, filepath.Clean(os.TempDir())+"/"), "%s is in the temporary directory", dir)
+	t.Setenv("MINIBOX_ROOTFS", dir)
+	proc := filepath.Join(dir, "proc")
+	require.NoError(t, os.Mkdir(proc, 0o755))
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	// A source minibox did not name: only the place makes it minibox's.
+	require.NoError(t, unix.Mount("tmpfs", proc, "tmpfs", 0, "size=1m"))
+	t.Cleanup(func() { _ = unix.Unmount(proc, unix.MNT_DETACH) })
+
+	rec.finish()
+	require.Len(t, rec.errors, 1)
+	assert.Contains(t, rec.errors[0], "  mount: "+proc+" tmpfs tmpfs\n")
+	assert.NotContains(t, made(testenv.Snapshot()), "mount: "+proc+" tmpfs tmpfs", "the leaked mount was removed")
+}
+
+// A cgroup named minibox outside the minibox/<id> layout is reported, and
+// left in place: the registry does not know it for minibox's. The test
+// makes it only below a minibox sub-tree of its own, and points the leak
+// check there, as if that sub-tree were the host's cgroup root.
+func TestCheckLeaksReportsAStrayMiniboxCgroup(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := freshParent(t)
+	root := filepath.Join(parent, "testenv-x")
+	require.NoError(t, os.MkdirAll(root, 0o755))
+	t.Cleanup(func() { _ = os.Remove(root); _ = os.Remove(parent) })
+	testenv.SetCgroupRoot(t, root)
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
+	stray := filepath.Join(root, "minibox-stray")
+	deeper := filepath.Join(root, "a", "b", "minibox-deep")
+	other := filepath.Join(root, "not-ours")
+	for _, dir := range []string{stray, deeper, other} {
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+	}
+	t.Cleanup(func() {
+		for _, dir := range []string{stray, deeper, filepath.Dir(deeper), filepath.Dir(filepath.Dir(deeper)), other} {
+			_ = os.Remove(dir)
+		}
+	})
+
+	rec.finish()
+	require.Len(t, rec.errors, 1)
+	assert.Contains(t, rec.errors[0], "  cgroup named minibox, outside minibox/<id> (not removed: rmdir it): "+stray+"\n")
+	assert.Contains(t, rec.errors[0], ": "+deeper+"\n", "found below other groups")
+	assert.NotContains(t, rec.errors[0], other, "only names with minibox in them")
+	assert.DirExists(t, stray, "reported, not removed")
+	assert.DirExists(t, deeper)
 }
