@@ -1,0 +1,118 @@
+package main
+
+// commit saves a kept container's writable layer as a layer tar that stacks
+// on the same layers below (docker commit). overlayfs's whiteouts become
+// the OCI format's .wh. entries again.
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// commit writes kept container ID's upper to OUT.tar and prints its
+// digest. The same files always give the same bytes: entries in path
+// order, numeric owners, whole seconds, no access or change times.
+func commit(args []string) int {
+	flags := flag.NewFlagSet("commit", flag.ContinueOnError)
+	flags.SetOutput(io.Discard)
+	root := flags.String("root", "", "")
+	if flags.Parse(args) != nil || flags.NArg() != 2 {
+		fail(2, "commit: expected [--root DIR] ID OUT.tar\n%s", usage)
+	}
+	id, file := flags.Arg(0), flags.Arg(1)
+	if len(id) != 12 || strings.Trim(id, "0123456789abcdef") != "" {
+		fail(2, "commit: %q is not a container id (12 hex digits, as --keep printed)", id)
+	}
+	upper := filepath.Join(dataRoot(*root), "containers", id, "upper")
+	if _, err := os.Stat(upper); err != nil {
+		fail(1, "commit: no kept container %s (%v): run it with --keep", id, err)
+	}
+	out, err := os.Create(file)
+	if err != nil {
+		fail(1, "commit: %v", err)
+	}
+	digest := sha256.New()
+	tw := tar.NewWriter(io.MultiWriter(out, digest))
+	links := map[uint64]string{} // inode → first name: hard links stay links
+	err = filepath.WalkDir(upper, func(path string, _ fs.DirEntry, err error) error {
+		if err == nil && path != upper {
+			err = addToLayer(tw, upper, path, links)
+		}
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err2 := out.Close(); err == nil {
+		err = err2
+	}
+	if err != nil {
+		os.Remove(file)
+		fail(1, "commit: %v", err)
+	}
+	fmt.Printf("sha256:%x  %s\n", digest.Sum(nil), file)
+	return 0
+}
+
+// addToLayer writes one file of upper as tar entries.
+func addToLayer(tw *tar.Writer, upper, path string, links map[uint64]string) error {
+	info, err := os.Lstat(path)
+	if err != nil {
+		return err
+	}
+	name, _ := filepath.Rel(upper, path)
+	st := info.Sys().(*syscall.Stat_t)
+	if info.Mode()&fs.ModeCharDevice != 0 && st.Rdev == 0 { // overlay's whiteout
+		return writeHeader(tw, &tar.Header{Name: filepath.Join(filepath.Dir(name), ".wh."+info.Name()), Mode: 0o644, ModTime: info.ModTime()})
+	}
+	target, _ := os.Readlink(path)
+	hdr, err := tar.FileInfoHeader(info, target)
+	if err != nil {
+		return err
+	}
+	hdr.Name = name
+	if first, seen := links[st.Ino]; seen && info.Mode().IsRegular() {
+		hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+	} else if st.Nlink > 1 && info.Mode().IsRegular() {
+		links[st.Ino] = name
+	}
+	if err := writeHeader(tw, hdr); err != nil || !info.IsDir() {
+		return copyContent(tw, hdr, path, err)
+	}
+	opaque := make([]byte, 1) // an opaque directory hides all below it
+	if n, _ := unix.Lgetxattr(path, "trusted.overlay.opaque", opaque); n == 1 && opaque[0] == 'y' {
+		return writeHeader(tw, &tar.Header{Name: filepath.Join(name, ".wh..wh..opq"), Mode: 0o644, ModTime: info.ModTime()})
+	}
+	return nil
+}
+
+// copyContent writes a regular file's bytes after its header.
+func copyContent(tw *tar.Writer, hdr *tar.Header, path string, err error) error {
+	if err != nil || hdr.Typeflag != tar.TypeReg {
+		return err
+	}
+	f, err := os.Open(path)
+	if err == nil {
+		_, err = io.Copy(tw, f)
+		f.Close()
+	}
+	return err
+}
+
+// writeHeader leaves out what differs between two commits of the same files.
+func writeHeader(tw *tar.Writer, hdr *tar.Header) error {
+	hdr.Uname, hdr.Gname, hdr.AccessTime, hdr.ChangeTime = "", "", time.Time{}, time.Time{}
+	hdr.ModTime, hdr.Format = hdr.ModTime.Truncate(time.Second), tar.FormatPAX
+	return tw.WriteHeader(hdr)
+}
