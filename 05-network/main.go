@@ -113,8 +113,8 @@ func run(args []string) int {
 	if _, ipnet, err := net.ParseCIDR(*subnet); err != nil || ipnet.IP.To4() == nil || !subnetFits(ipnet) {
 		fail(2, "--subnet %s: expected an IPv4 network such as 10.89.0.0/24, /8 to /30\n%s", *subnet, usage)
 	}
-	if *netMode != "bridge" && *netMode != "none" {
-		fail(2, "--net %s: expected bridge or none\n%s", *netMode, usage)
+	if *netMode != "bridge" && *netMode != "none" || *netMode == "none" && len(ports) > 0 {
+		fail(2, "--net %s: expected bridge, or none without -p\n%s", *netMode, usage)
 	}
 	command := rest
 	if *verbose {

@@ -47,15 +47,17 @@ func setupNetwork(root, id, hostname, mode, bridge, subnet string, ports []port)
 	for _, p := range ports {
 		keys = append(keys, p.key())
 	}
+	// Under the leases' lock: two stages starting at once must not both
+	// make the bridge or its shared rules.
 	err := withLeases(root, bridge, func(leases *[]lease) (err error) {
 		if n.ip, err = allocate(leases, n.subnet, id, keys); err == nil {
 			err = n.makeBridge()
 		}
+		if err == nil {
+			err = natBridge(bridge, n.subnet)
+		}
 		return err
 	})
-	if err == nil {
-		err = natBridge(bridge, n.subnet)
-	}
 	for _, p := range ports {
 		for _, r := range dnatRules(p, n.ip, id) {
 			if err == nil {
@@ -70,6 +72,7 @@ func setupNetwork(root, id, hostname, mode, bridge, subnet string, ports []port)
 	}
 	if err != nil {
 		n.release()
+		os.RemoveAll(filepath.Dir(n.initLayer())) // the container's directory holds nothing else yet
 		return nil, err
 	}
 	return n, nil
