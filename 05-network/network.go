@@ -86,7 +86,10 @@ func (n *network) makeBridge() error {
 	}
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4) // ip route
 	for _, r := range routes {
-		if r.Dst != nil && (r.Dst.Contains(n.subnet.IP) || n.subnet.Contains(r.Dst.IP)) {
+		if r.Dst == nil || r.Dst.Mask.String() == "00000000" { // the default route
+			continue
+		}
+		if r.Dst.Contains(n.subnet.IP) || n.subnet.Contains(r.Dst.IP) {
 			link, _ := netlink.LinkByIndex(r.LinkIndex)
 			name := "?"
 			if link != nil {
