@@ -1,8 +1,8 @@
 // Package cleanup is the one place that knows every kind of object minibox
 // makes on a host — mounts, cgroups, container directories and
-// half-unpacked layers in the data root, and, as later stages add them,
-// links and bridges, firewall rules, addresses, named network namespaces —
-// how to find the ones that are still there, and how to remove them.
+// half-unpacked layers in the data root, and stage 05's iptables rules,
+// veths, address leases and bridges (in the network namespace it runs in)
+// — how to find the ones that are still there, and how to remove them.
 // `minibox cleanup` removes them, `minibox doctor` lists them, and the
 // tests' leak check (internal/testenv) judges and removes what a test left
 // with the same code.
@@ -17,7 +17,9 @@
 //		Mounts,
 //		ContainerDirs,
 //		LayerTemps,
-//		Veths, // 05-network: the new line, before what a veth is in
+//		ContainerRules,
+//		Veths, // 05-network: a new line, before the bridge a veth is on
+//		…
 //		Cgroups,
 //		CgroupParents,
 //	}
@@ -31,7 +33,9 @@
 // holds processes) is returned with Busy set, saying why and what to do;
 // cleanup reports it and leaves it alone. Remove must succeed, or say why
 // not, and must treat an object that is already gone as removed, so that
-// cleanup is safe to run twice. Add a test in this package that makes one
+// cleanup is safe to run twice. Remove checks again what Find did (the leak
+// check removes what it found without asking); an Object keeps the data
+// roots Find looked in for that. Add a test in this package that makes one
 // such object, finds it and removes it.
 package cleanup
 
@@ -50,6 +54,18 @@ type Object struct {
 	// Busy, when set, says why the object cannot be removed now and how
 	// to end what holds it. Cleanup leaves busy objects alone.
 	Busy string
+	// dataRoots are the data roots Find looked in: where Remove looks
+	// again for the leases that say a container is running (network kinds).
+	dataRoots []string
+}
+
+// roots are the data roots Find looked in, or, for an Object made by
+// hand, the default one.
+func (o Object) roots() []string {
+	if o.dataRoots == nil {
+		return []string{DataRoot("")}
+	}
+	return o.dataRoots
 }
 
 // String is the object as cleanup prints it: "cgroup /sys/fs/cgroup/…".
@@ -82,8 +98,13 @@ type Kind struct {
 // Kinds is the registry, in the order of removal. Add a kind in one line.
 var Kinds = []Kind{
 	Mounts,
-	ContainerDirs, // 04-layers: after the mounts that may be in them
-	LayerTemps,    // 04-layers: half-unpacked layers
+	ContainerDirs,  // 04-layers: after the mounts that may be in them
+	LayerTemps,     // 04-layers: half-unpacked layers
+	ContainerRules, // 05-network: a gone container's DNAT rules
+	Veths,          // 05-network: before the bridge they are on
+	Leases,         // 05-network: before the bridges, whose use they tell
+	BridgeRules,    // 05-network: a bridge's MASQUERADE and FORWARD rules
+	Bridges,        // 05-network: last of the network, once nothing is on them
 	Cgroups,
 	CgroupParents,
 }

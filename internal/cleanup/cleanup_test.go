@@ -169,7 +169,11 @@ func TestRegistry(t *testing.T) {
 	}
 	// Groups before their parents, mounts first, before the directories
 	// they may be in.
-	assert.Equal(t, []string{"mount", "container dir", "layer tmp dir", "cgroup", "cgroup parent"}, names)
+	// Network: a container's rules and veth before its lease, the lease
+	// before the bridge whose use it tells, the bridge's rules before it.
+	assert.Equal(t, []string{"mount", "container dir", "layer tmp dir",
+		"container rule", "veth", "lease", "bridge rule", "bridge",
+		"cgroup", "cgroup parent"}, names)
 	k, ok := cleanup.KindNamed("cgroup parent")
 	require.True(t, ok)
 	assert.True(t, k.Shared, "stage 03 leaves the parent in place: no leak")

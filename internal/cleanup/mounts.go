@@ -59,6 +59,13 @@ func findMounts(env Env) ([]Object, error) {
 // madeByMinibox reports whether m is a mount minibox (or one of its
 // stages, lessons or tests) made.
 func (env Env) madeByMinibox(m Mount) bool {
+	if m.FSType == "sysfs" && m.Point == "/sys" {
+		// ip netns exec NAME mounts a sysfs of that namespace on /sys, with
+		// NAME as its source, in a mount namespace of its own: a lesson's
+		// or test's namespace may be called minibox-…, but /sys is no
+		// leftover.
+		return false
+	}
 	if m.Source == "minibox" || strings.HasPrefix(m.Source, "minibox-") {
 		return true
 	}

@@ -24,20 +24,28 @@ func newCleanupCmd(s *streams) *cobra.Command {
 demo or a killed stage: mounts in minibox's temporary directories or below
 the demo rootfs, container directories in the data root ($ROOT/containers/<id>,
 kept ones included) and half-unpacked layers ($ROOT/layers/tmp-*), the
-minibox/<id> cgroups and their empty minibox/ parents (and, as later stages
-add them, what those stages make). It prints one line per object it removed,
-or "nothing to clean up", and touches nothing that minibox did not make: the
-data root's layers and demo rootfs stay. Running it twice is safe.
+minibox/<id> cgroups and their empty minibox/ parents, and stage 05's
+network in the network namespace it runs in: the iptables rules tagged
+minibox:<id> of containers that are gone, their mbx… veths, stale address
+leases ($ROOT/network/*.json), and the minibox… bridges with their rules
+tagged minibox:<bridge> once no running container uses them (ip_forward is
+left as it is). It prints one line per object it removed, or "nothing to
+clean up", and touches nothing that minibox did not make: the data root's
+layers and demo rootfs stay, and so do links and rules without minibox's
+name or tag. Running it twice is safe. Stage 05 changes the network
+namespace it runs in: run cleanup in that one too (ip netns exec NAME
+minibox cleanup).
 
 It kills nothing: a cgroup that still holds processes (or whose
-cgroup.procs a stage holds open for a container that is starting), or a
-container directory whose stage is still running, belongs to a container
-that is still running; it is listed with the command that stops it, and the
+cgroup.procs a stage holds open for a container that is starting), a
+container directory, lease, rule or veth whose stage is still running, or
+a bridge such a container is on, belongs to a container that is still
+running; it is listed with the command that stops it, and the
 exit status is 1. docs/cleanup.md says what is recognised, and how.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !dryRun && geteuid() != 0 {
-				return &exitError{code: 1, err: fmt.Errorf("cleanup needs root: it unmounts file systems and removes cgroups and root-owned directories. Run: sudo minibox cleanup  (or minibox cleanup --dry-run to only list)")}
+				return &exitError{code: 1, err: fmt.Errorf("cleanup needs root: it unmounts file systems and removes cgroups, root-owned directories, links and iptables rules. Run: sudo minibox cleanup  (or minibox cleanup --dry-run to only list)")}
 			}
 			flag, _ := cmd.Flags().GetString("rootfs")
 			env := cleanup.DefaultEnv(rootfs.Dir(flag))
@@ -50,7 +58,7 @@ exit status is 1. docs/cleanup.md says what is recognised, and how.`,
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be removed, remove nothing")
-	cmd.Flags().StringVar(&dataRoot, "root", "", "data root `DIR` whose containers/ and layers/ to clean (default $MINIBOX_ROOT, else "+cleanup.DefaultDataRoot+")")
+	cmd.Flags().StringVar(&dataRoot, "root", "", "data root `DIR` whose containers/, layers/ and network/ to clean (default $MINIBOX_ROOT, else "+cleanup.DefaultDataRoot+")")
 	return cmd
 }
 

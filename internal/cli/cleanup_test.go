@@ -3,9 +3,11 @@ package cli
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/internal/rootfs"
@@ -372,4 +375,192 @@ func mountsBelow(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+// netnsForTest makes a named network namespace, ip netns add, to play the
+// host for stage 05 (its bridge, rules and ip_forward go there, never into
+// the machine's own namespace), and deletes it when the test ends.
+func netnsForTest(t *testing.T) string {
+	t.Helper()
+	name := "minibox-cleanup-" + strconv.Itoa(os.Getpid())
+	out, err := exec.Command("ip", "netns", "add", name).CombinedOutput()
+	require.NoError(t, err, "ip netns add %s: %s", name, out)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	return name
+}
+
+// inNetns runs fn with this goroutine locked to its thread and the thread
+// in the named network namespace: minibox cleanup, run in-process, looks
+// and removes there, and so do the commands it runs.
+func inNetns(t *testing.T, name string, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	require.NoError(t, err)
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	require.NoError(t, err)
+	defer target.Close()
+	require.NoError(t, netns.Set(target))
+	defer func() {
+		// Back in the machine's namespace, or the thread ends with the
+		// test (still locked) rather than serve another goroutine.
+		if err := netns.Set(orig); err != nil {
+			t.Fatalf("back to the original network namespace: %v", err)
+		}
+		runtime.UnlockOSThread()
+	}()
+	fn()
+}
+
+// inNS runs a command in the named network namespace and returns its
+// output.
+func inNS(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", name}, args...)...).CombinedOutput()
+	require.NoError(t, err, "%s: %s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// hostNetwork is what stage 05 could change in the machine's own network
+// namespace: its links and its iptables rules (without iptables-save's
+// dated comment lines).
+func hostNetwork(t *testing.T) string {
+	t.Helper()
+	links, err := exec.Command("ip", "-o", "link", "show").Output()
+	require.NoError(t, err)
+	var names []string
+	for _, l := range strings.Split(string(links), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			names = append(names, f[1])
+		}
+	}
+	saved, err := exec.Command("iptables-save").Output()
+	require.NoError(t, err)
+	var rules []string
+	for _, l := range strings.Split(string(saved), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			rules = append(rules, l)
+		}
+	}
+	return strings.Join(names, " ") + "\n" + strings.Join(rules, "\n")
+}
+
+// waitFor polls cond for up to 20 seconds.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// A stage 05 killed with SIGKILL takes its container with it (and the
+// container's network namespace, with its end of the veth pair), but
+// leaves its DNAT rules and its lease, and, as every stage 05 does, the
+// bridge and its shared rules: cleanup, run in the namespace the stage ran
+// in, removes them all, and leaves a running container's alone.
+func TestCleanupRemovesAKilledStage05sNetwork(t *testing.T) {
+	testenv.RequireRoot(t)
+	busybox, err := rootfs.FindStaticBusybox()
+	testenv.Require(t, err == nil, "needs a static busybox (apt-get install busybox-static)")
+	for _, cmd := range []string{"ip", "iptables", "iptables-save"} {
+		_, err := exec.LookPath(cmd)
+		testenv.Require(t, err == nil, "needs "+cmd+" (apt-get install iproute2 iptables)")
+	}
+	root := emptyDataRoot(t)
+	testenv.CheckLeaks(t)
+	hostBefore := hostNetwork(t)
+	ns := netnsForTest(t)
+
+	wd, err := os.Getwd()
+	require.NoError(t, err)
+	src, err := stages.FindSource(wd)
+	require.NoError(t, err)
+	stage, err := stages.Find(src, 5)
+	require.NoError(t, err)
+	bin := t.TempDir()
+	require.NoError(t, stages.Build(context.Background(), src, bin, []stages.Stage{stage}, nil))
+	lower := filepath.Join(t.TempDir(), "rootfs")
+	require.NoError(t, rootfs.Build(lower, busybox))
+
+	// ip netns exec execs the stage: cmd's process is the stage itself.
+	cmd := exec.Command("ip", "netns", "exec", ns, filepath.Join(bin, stage.Binary()), "run", "--root", root, "-p", "18080:80", lower, "--", "sleep", "60")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	leases := filepath.Join(root, "network", "minibox0.json")
+
+	// Running: its lease, its two DNAT rules (PREROUTING and OUTPUT) and its veth.
+	var id string
+	running := waitFor(func() bool {
+		data, _ := os.ReadFile(leases)
+		var list []struct{ ID string }
+		if json.Unmarshal(data, &list) != nil || len(list) != 1 {
+			return false
+		}
+		id = list[0].ID
+		return strings.Count(inNS(t, ns, "iptables-save"), `"minibox:`+id+`"`) == 2 &&
+			strings.Contains(inNS(t, ns, "ip", "-o", "link"), " mbx"+id[:8]+"@")
+	})
+	require.True(t, running, "stage 05 never connected its container; stderr:\n%s", &stderr)
+	pid := strconv.Itoa(cmd.Process.Pid)
+
+	var out string
+	var code int
+	inNetns(t, ns, func() { out, _, code = minibox(t, "cleanup", "--root", root) })
+	assert.Equal(t, 1, code, "a container still runs")
+	for _, left := range []string{
+		"left container rule -t nat -A PREROUTING ", "left container rule -t nat -A OUTPUT ",
+		"left veth mbx" + id[:8] + ": container " + id + " is running: its stage, process " + pid + " (stage05)",
+		"left lease 10.89.0.2 of container " + id + " (stage " + pid + ", " + leases + "): its stage, process " + pid + " (stage05), is alive",
+		"left bridge rule -t nat -A POSTROUTING -s 10.89.0.0/24 ! -o minibox0 ",
+		"left bridge minibox0: in use by container " + id,
+	} {
+		assert.Contains(t, out, left)
+	}
+	assert.NotContains(t, out, "removed ", "a running container's network is left alone")
+	assert.Equal(t, 2, strings.Count(inNS(t, ns, "iptables-save"), `"minibox:`+id+`"`))
+	assert.Contains(t, inNS(t, ns, "ip", "-o", "link"), " mbx"+id[:8]+"@")
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	// The container died with its stage (its death signal), and with its
+	// namespace its end of the veth pair, which takes the other end along.
+	require.True(t, waitFor(func() bool { return !strings.Contains(inNS(t, ns, "ip", "-o", "link"), "mbx") }),
+		"the veth outlived the killed stage's container")
+	saved := inNS(t, ns, "iptables-save")
+	assert.Equal(t, 2, strings.Count(saved, `"minibox:`+id+`"`), "a killed stage leaves its DNAT rules")
+	assert.Equal(t, 4, strings.Count(saved, `"minibox:minibox0"`), "and the bridge's shared rules")
+	data, err := os.ReadFile(leases)
+	require.NoError(t, err)
+	assert.Contains(t, string(data), id, "and its lease")
+
+	inNetns(t, ns, func() { out, _, code = minibox(t, "cleanup", "--root", root) })
+	assert.Equal(t, 0, code, out)
+	dir := filepath.Join(root, "containers", id)
+	assert.Equal(t, []string{
+		"removed container dir " + dir,
+		"removed container rule -t nat -A PREROUTING -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 18080 -m comment --comment \"minibox:" + id + "\" -j DNAT --to-destination 10.89.0.2:80",
+		"removed container rule -t nat -A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 18080 -m comment --comment \"minibox:" + id + "\" -j DNAT --to-destination 10.89.0.2:80",
+		"removed lease 10.89.0.2 of container " + id + " (stage " + pid + ", " + leases + ")",
+	}, strings.Split(out, "\n")[:4])
+	assert.Equal(t, 4, strings.Count(out, "\nremoved bridge rule -t "), out)
+	assert.True(t, strings.HasSuffix(out, "\nremoved bridge minibox0\n"), "the bridge last, once nothing is on it:\n%s", out)
+	saved = inNS(t, ns, "iptables-save")
+	assert.NotContains(t, saved, `"minibox:`)
+	links := inNS(t, ns, "ip", "-o", "link")
+	assert.NotContains(t, links, "minibox0")
+	assert.NotContains(t, links, "mbx")
+	assert.NotContains(t, inNS(t, ns, "ip", "route"), "10.89.0.0/24", "the bridge's route went with it")
+	data, err = os.ReadFile(leases)
+	require.NoError(t, err)
+	assert.Equal(t, "[]", string(data))
+
+	inNetns(t, ns, func() { out, _, code = minibox(t, "cleanup", "--root", root) })
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "nothing to clean up\n", out, "safe to run twice")
+	assert.Equal(t, hostBefore, hostNetwork(t), "the machine's own network namespace never changed")
 }

@@ -26,7 +26,9 @@ func newDoctorCmd(s *streams) *cobra.Command {
                      (not on overlayfs or NFS)
   mount propagation  the propagation of /
   ip forwarding      net.ipv4.ip_forward
-  iptables           the iptables command
+  iptables           the iptables command, and that it can read the nat
+                     table in this network namespace (its backend: nf_tables
+                     or legacy)
   iproute2           the ip command
   go toolchain       Go, new enough to build the stages
   static busybox     a statically linked busybox

@@ -30,7 +30,7 @@ func Checks() []Check {
 		{"data root", checkDataRoot},
 		{"mount propagation", checkPropagation},
 		{"ip forwarding", checkIPForward},
-		{"iptables", checkCommand("iptables", "apt-get install iptables (Debian/Ubuntu) or dnf install iptables-nft (Fedora)", "NAT, published ports")},
+		{"iptables", checkIptables},
 		{"iproute2", checkCommand("ip", "apt-get install iproute2 (Debian/Ubuntu) or dnf install iproute (Fedora)", "bridges, veth pairs")},
 		{"go toolchain", checkGo},
 		{"static busybox", checkBusybox},
@@ -271,17 +271,83 @@ func checkIPForward(h Host) Result {
 		Fix: "sysctl -w net.ipv4.ip_forward=1"}
 }
 
-// checkCommand checks for a command that lesson 5 needs. Lesson 5 is not
-// written yet, so a missing one only warns: every existing lesson runs
-// without it. When lessons/en/05-*.md exists, make this a Fail (and update
+// lesson5Needs is the verdict when something only lesson 5 needs is
+// missing. Lesson 5 is not written yet, so it only warns: every existing
+// lesson runs without it. When lessons/en/05-*.md exists, make this a Fail
+// and drop "(not written yet)" from the details (and update
 // docs/doctor.md and the tests).
+const lesson5Needs = Warn
+
+// checkCommand checks for a command that lesson 5 needs.
 func checkCommand(cmd, install, what string) func(Host) Result {
 	return func(h Host) Result {
 		if p, err := h.LookPath(cmd); err == nil {
 			return Result{Status: OK, Detail: p}
 		}
-		return Result{Status: Warn, Detail: cmd + " not found: lesson 5 (not written yet) needs it (" + what + ")", Fix: install}
+		return Result{Status: lesson5Needs, Detail: cmd + " not found: lesson 5 (not written yet) needs it (" + what + ")", Fix: install}
 	}
+}
+
+const (
+	iptablesInstall = "apt-get install iptables (Debian/Ubuntu) or dnf install iptables-nft (Fedora)"
+	// iptablesModules is the fix when iptables is there but cannot reach
+	// the kernel's tables: the backend it uses lacks its modules.
+	iptablesModules = "the kernel lacks the backend's modules: with nf_tables, modprobe nf_tables (or use the legacy backend: update-alternatives --set iptables /usr/sbin/iptables-legacy); with legacy, modprobe iptable_nat"
+	// legacyPresent is what iptables-nft says when the legacy backend holds
+	// tables too.
+	legacyPresent = "iptables-legacy tables present"
+)
+
+// checkIptables checks what stage 05 does with iptables: the command is
+// there and can read the nat table in this network namespace (lesson 5
+// runs its own, but with the same command and kernel). It names the
+// backend: iptables(8) is either iptables-nft, which writes nf_tables
+// rules, or iptables-legacy, the older x_tables interface; both are
+// evaluated by the kernel, so a rule in one cannot override a DROP in the
+// other (docker's FORWARD policy, say, when docker uses the other).
+func checkIptables(h Host) Result {
+	path, err := h.LookPath("iptables")
+	if err != nil {
+		return checkCommand("iptables", iptablesInstall, "NAT, published ports")(h)
+	}
+	backend := iptablesBackend(h, path)
+	if h.Euid() != 0 {
+		return Result{Status: Warn, Detail: path + " (" + backend + "); not checked: reading the nat table needs root", Fix: "run as root to check"}
+	}
+	out, err := h.Output(path, "-t", "nat", "-S")
+	if err != nil {
+		return Result{Status: lesson5Needs,
+			Detail: fmt.Sprintf("%s -t nat -S fails in this network namespace (%v: %s): stage 05 cannot make its NAT rules", path, err, firstLine(out)),
+			Fix:    iptablesInstall + "\ninstalled but failing: " + iptablesModules}
+	}
+	if strings.Contains(out, legacyPresent) {
+		return Result{Status: Warn,
+			Detail: fmt.Sprintf("%s (%s) works, but the legacy backend holds rules too: its DROP (docker's FORWARD policy, if docker uses it) still drops what minibox's rules accept", path, backend),
+			Fix:    "see them with iptables-legacy-save; use one backend for both: update-alternatives --set iptables /usr/sbin/iptables-legacy"}
+	}
+	return Result{Status: OK, Detail: fmt.Sprintf("%s (%s): the nat table can be read in this network namespace", path, backend)}
+}
+
+// iptablesBackend names the backend iptables --version reports
+// ("iptables v1.8.9 (nf_tables)"): "nf_tables backend", "legacy backend".
+func iptablesBackend(h Host, path string) string {
+	out, _ := h.Output(path, "--version")
+	if _, rest, ok := strings.Cut(out, "("); ok {
+		if name, _, ok := strings.Cut(rest, ")"); ok {
+			return name + " backend"
+		}
+	}
+	return "backend unknown"
+}
+
+// firstLine is the first non-empty line of s, trimmed.
+func firstLine(s string) string {
+	for _, line := range strings.Split(s, "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			return line
+		}
+	}
+	return "no output"
 }
 
 func checkGo(h Host) Result {

@@ -45,6 +45,8 @@ type fakeHost struct {
 	dataRoot  string // DataRootFS's answer
 	dataFS    string
 	dataErr   error
+	outputs   map[string]string // Output: "cmd args…" → what it wrote
+	outErrs   map[string]error  // Output: "cmd args…" → its failure
 
 	fsopened []string // the types TryFsopen was asked for
 
@@ -108,6 +110,18 @@ func (h *fakeHost) TryFsopen(fstype string) error {
 }
 func (h *fakeHost) DataRootFS() (string, string, error) { return h.dataRoot, h.dataFS, h.dataErr }
 
+func (h *fakeHost) Output(cmd string, args ...string) (string, error) {
+	line := strings.Join(append([]string{cmd}, args...), " ")
+	out, ok := h.outputs[line]
+	if err := h.outErrs[line]; err != nil || !ok {
+		if err == nil {
+			err = errors.New("exec: " + cmd + ": no such command")
+		}
+		return out, err
+	}
+	return out, nil
+}
+
 var _ doctor.Host = (*fakeHost)(nil)
 
 func testdata(t *testing.T, name string) string {
@@ -136,6 +150,10 @@ func healthyHost(t *testing.T) *fakeHost {
 			"iptables": "/usr/sbin/iptables",
 			"ip":       "/usr/sbin/ip",
 			"go":       "/usr/local/go/bin/go",
+		},
+		outputs: map[string]string{
+			"/usr/sbin/iptables --version": "iptables v1.8.9 (nf_tables)\n",
+			"/usr/sbin/iptables -t nat -S": "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n",
 		},
 		rootFS:    "other",
 		busybox:   "/bin/busybox",
@@ -873,8 +891,6 @@ func TestIPForward(t *testing.T) {
 
 func TestCommands(t *testing.T) {
 	for _, tc := range []struct{ check, cmd, path, fix, why string }{
-		{"iptables", "iptables", "/usr/sbin/iptables",
-			"apt-get install iptables (Debian/Ubuntu) or dnf install iptables-nft (Fedora)", "NAT"},
 		{"iproute2", "ip", "/usr/sbin/ip",
 			"apt-get install iproute2 (Debian/Ubuntu) or dnf install iproute (Fedora)", "veth"},
 	} {
@@ -894,6 +910,53 @@ func TestCommands(t *testing.T) {
 			assert.Equal(t, tc.fix, r.Fix)
 		})
 	}
+}
+
+func TestIptables(t *testing.T) {
+	install := "apt-get install iptables (Debian/Ubuntu) or dnf install iptables-nft (Fedora)"
+	h := healthyHost(t)
+	r := check(t, h, "iptables")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "/usr/sbin/iptables (nf_tables backend): the nat table can be read in this network namespace", r.Detail)
+
+	h.outputs["/usr/sbin/iptables --version"] = "iptables v1.8.7 (legacy)\n"
+	r = check(t, h, "iptables")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Contains(t, r.Detail, "(legacy backend)")
+
+	// The nft backend warns when the legacy one holds tables too: both
+	// apply, so a DROP there beats minibox's ACCEPT here.
+	h.outputs["/usr/sbin/iptables --version"] = "iptables v1.8.9 (nf_tables)\n"
+	h.outputs["/usr/sbin/iptables -t nat -S"] = "# Warning: iptables-legacy tables present, use iptables-legacy to see them\n-P PREROUTING ACCEPT\n"
+	r = check(t, h, "iptables")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Contains(t, r.Detail, "the legacy backend holds rules too")
+	assert.Contains(t, r.Fix, "iptables-legacy-save")
+
+	// Installed, but the kernel refuses the backend's table.
+	h.outputs["/usr/sbin/iptables -t nat -S"] = "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument\n"
+	h.outErrs = map[string]error{"/usr/sbin/iptables -t nat -S": errors.New("exit status 4")}
+	r = check(t, h, "iptables")
+	assert.Equal(t, doctor.Warn, r.Status, "lesson 5 is not written yet: only a warning")
+	assert.Equal(t, "/usr/sbin/iptables -t nat -S fails in this network namespace (exit status 4: iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument): stage 05 cannot make its NAT rules", r.Detail)
+	assert.Equal(t, []string{install, "installed but failing: the kernel lacks the backend's modules: with nf_tables, modprobe nf_tables (or use the legacy backend: update-alternatives --set iptables /usr/sbin/iptables-legacy); with legacy, modprobe iptable_nat"},
+		strings.Split(r.Fix, "\n"))
+
+	// Not root: the nat table cannot be read, so it is not checked.
+	h = healthyHost(t)
+	h.euid = 1000
+	r = check(t, h, "iptables")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.Equal(t, "/usr/sbin/iptables (nf_tables backend); not checked: reading the nat table needs root", r.Detail)
+
+	// Not installed.
+	h = healthyHost(t)
+	delete(h.paths, "iptables")
+	r = check(t, h, "iptables")
+	assert.Equal(t, doctor.Warn, r.Status)
+	assert.True(t, strings.HasPrefix(r.Detail, "iptables not found: lesson 5 (not written yet) needs it"), r.Detail)
+	assert.Contains(t, r.Detail, "NAT")
+	assert.Equal(t, install, r.Fix)
 }
 
 func TestGoToolchain(t *testing.T) {

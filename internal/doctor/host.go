@@ -45,6 +45,9 @@ type Host interface {
 	// and the type of the file system it is (or, not made yet, would be)
 	// on: "overlay", "tmpfs", "ext4", …
 	DataRootFS() (dir, fstype string, err error)
+	// Output runs cmd with args and returns what it wrote, stdout and
+	// stderr together (iptables --version, iptables -t nat -S).
+	Output(cmd string, args ...string) (string, error)
 }
 
 // Real is the Host this process runs on.
@@ -131,6 +134,11 @@ func (Real) TryFsopen(fstype string) error {
 		return err
 	}
 	return unix.Close(fd)
+}
+
+func (Real) Output(cmd string, args ...string) (string, error) {
+	out, err := exec.Command(cmd, args...).CombinedOutput()
+	return string(out), err
 }
 
 func (r Real) DataRootFS() (string, string, error) {
