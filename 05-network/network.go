@@ -192,8 +192,8 @@ func (n *network) connect(pid int) error {
 		}
 	}
 	if err == nil {
-		_, err = n.ready.Write([]byte{1}) // the child may go on
-		narrate("echo >&INIT-PIPE   # the child may go on")
+		narrate("echo >&INIT-PIPE   # the child may go on") // before: it goes on at once
+		_, err = n.ready.Write([]byte{1})
 	}
 	n.ready.Close()
 	return err

@@ -197,6 +197,70 @@ var lessonMutations = []mutate.Mutation{
 		New: `const flags = unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC // mutation: symlinks followed`,
 		Why: "openBeneath follows symlinks: a symlink d -> DIR then an entry d/evil writes into DIR (the demo aims it into $WORK)",
 	},
+
+	// Lesson 5: network.
+	{
+		Name: "05-random-address", Lesson: 5, File: "05-network/ipam.go",
+		Old: `for n := first + 2; n < first+(1<<(bits-ones))-1; n++ {`,
+		New: `for n := first + 2 + uint32(os.Getpid()%200); n < first+(1<<(bits-ones))-1; n++ { // mutation: a random pick`,
+		Why: "the IPAM picks an address at random (from the PID) instead of the lowest free one: the first container is not 10.89.0.2",
+	},
+	{
+		Name: "05-no-default-route", Lesson: 5, File: "05-network/network.go",
+		Old: `err = inside.RouteAdd(&netlink.Route{LinkIndex: end.Attrs().Index, Gw: n.gateway()})`,
+		New: `_ = end // mutation: no default route via the bridge`,
+		Why: "no default route in the container: nothing beyond its own subnet is reachable",
+	},
+	{
+		Name: "05-child-does-not-wait", Lesson: 5, File: "05-network/main.go",
+		Old: `waitForNetwork()`,
+		New: `// mutation: the child does not wait on the init pipe`,
+		Why: "the child goes on without waiting on the init pipe: its command may run before eth0 exists",
+	},
+	{
+		Name: "05-veth-stays-on-host", Lesson: 5, File: "05-network/network.go",
+		Old: `err = netlink.LinkSetNsPid(end, pid)`,
+		New: `_ = end // mutation: the peer stays in the host's namespace`,
+		Why: "the veth peer is never moved into the container's network namespace: no eth0 inside",
+	},
+	{
+		Name: "05-no-masquerade", Lesson: 5, File: "05-network/nat.go",
+		Old: `err = iptables(r.args("-I")...)`,
+		New: `if r.chain == "POSTROUTING" && r.spec[1] != "127.0.0.0/8" { // mutation: the subnet's MASQUERADE narrated, never added
+				narrate("iptables %s", strings.Join(r.args("-I"), " "))
+			} else {
+				err = iptables(r.args("-I")...)
+			}`,
+		Why: "no MASQUERADE for the subnet: the outside sees 10.89.0.x, has no route back, and never answers",
+	},
+	{
+		Name: "05-dnat-prerouting-only", Lesson: 5, File: "05-network/nat.go",
+		Old: `return []rule{tagged("nat", "PREROUTING", id, spec...), tagged("nat", "OUTPUT", id, spec...)}`,
+		New: `return []rule{tagged("nat", "PREROUTING", id, spec...)} // mutation: no OUTPUT rule`,
+		Why: "DNAT in PREROUTING only: a connection from the host itself (bridge address, 127.0.0.1) to a published port finds nothing",
+	},
+	{
+		Name: "05-no-forward-rules", Lesson: 5, File: "05-network/nat.go",
+		Old: `err = iptables(r.args("-I")...)`,
+		New: `if r.chain == "FORWARD" { // mutation: the FORWARD rules narrated, never added
+				narrate("iptables %s", strings.Join(r.args("-I"), " "))
+			} else {
+				err = iptables(r.args("-I")...)
+			}`,
+		Why: "no FORWARD accept rules for the bridge: where the FORWARD policy is DROP, nothing gets in or out",
+	},
+	{
+		Name: "05-no-route-localnet", Lesson: 5, File: "05-network/nat.go",
+		Old: `err = sysctl("net/ipv4/conf/"+bridge+"/route_localnet", "1")`,
+		New: `narrate("sysctl -w net.ipv4.conf.%s.route_localnet=1", bridge) // mutation: never set`,
+		Why: "route_localnet not set on the bridge: a published port does not answer on 127.0.0.1",
+	},
+	{
+		Name: "05-lease-not-released", Lesson: 5, File: "05-network/network.go",
+		Old: `*leases = append((*leases)[:i], (*leases)[i+1:]...)`,
+		New: `_ = i // mutation: the lease stays in the file`,
+		Why: "the lease is never released at exit: the address stays taken until a later start notices its stage is gone",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the
