@@ -271,12 +271,9 @@ func checkIPForward(h Host) Result {
 		Fix: "sysctl -w net.ipv4.ip_forward=1"}
 }
 
-// lesson5Needs is the verdict when something only lesson 5 needs is
-// missing. Lesson 5 is not written yet, so it only warns: every existing
-// lesson runs without it. When lessons/en/05-*.md exists, make this a Fail
-// and drop "(not written yet)" from the details (and update
-// docs/doctor.md and the tests).
-const lesson5Needs = Warn
+// lesson5Needs is the verdict when something lesson 5 needs is missing:
+// lesson 5 cannot run without it.
+const lesson5Needs = Fail
 
 // checkCommand checks for a command that lesson 5 needs.
 func checkCommand(cmd, install, what string) func(Host) Result {
@@ -284,7 +281,7 @@ func checkCommand(cmd, install, what string) func(Host) Result {
 		if p, err := h.LookPath(cmd); err == nil {
 			return Result{Status: OK, Detail: p}
 		}
-		return Result{Status: lesson5Needs, Detail: cmd + " not found: lesson 5 (not written yet) needs it (" + what + ")", Fix: install}
+		return Result{Status: lesson5Needs, Detail: cmd + " not found: lesson 5 needs it (" + what + ")", Fix: install}
 	}
 }
 

@@ -900,12 +900,11 @@ func TestCommands(t *testing.T) {
 			assert.Equal(t, doctor.OK, r.Status)
 			assert.Equal(t, tc.path, r.Detail)
 
-			// Lesson 5 is not written yet: every existing lesson runs
-			// without the command, so it only warns.
+			// Lesson 5 cannot run without the command.
 			delete(h.paths, tc.cmd)
 			r = check(t, h, tc.check)
-			assert.Equal(t, doctor.Warn, r.Status)
-			assert.True(t, strings.HasPrefix(r.Detail, tc.cmd+" not found: lesson 5 (not written yet) needs it"), r.Detail)
+			assert.Equal(t, doctor.Fail, r.Status)
+			assert.True(t, strings.HasPrefix(r.Detail, tc.cmd+" not found: lesson 5 needs it"), r.Detail)
 			assert.Contains(t, r.Detail, tc.why)
 			assert.Equal(t, tc.fix, r.Fix)
 		})
@@ -937,7 +936,7 @@ func TestIptables(t *testing.T) {
 	h.outputs["/usr/sbin/iptables -t nat -S"] = "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument\n"
 	h.outErrs = map[string]error{"/usr/sbin/iptables -t nat -S": errors.New("exit status 4")}
 	r = check(t, h, "iptables")
-	assert.Equal(t, doctor.Warn, r.Status, "lesson 5 is not written yet: only a warning")
+	assert.Equal(t, doctor.Fail, r.Status, "lesson 5 cannot make its rules")
 	assert.Equal(t, "/usr/sbin/iptables -t nat -S fails in this network namespace (exit status 4: iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Invalid argument): stage 05 cannot make its NAT rules", r.Detail)
 	assert.Equal(t, []string{install, "installed but failing: the kernel lacks the backend's modules: with nf_tables, modprobe nf_tables (or use the legacy backend: update-alternatives --set iptables /usr/sbin/iptables-legacy); with legacy, modprobe iptable_nat"},
 		strings.Split(r.Fix, "\n"))
@@ -953,8 +952,8 @@ func TestIptables(t *testing.T) {
 	h = healthyHost(t)
 	delete(h.paths, "iptables")
 	r = check(t, h, "iptables")
-	assert.Equal(t, doctor.Warn, r.Status)
-	assert.True(t, strings.HasPrefix(r.Detail, "iptables not found: lesson 5 (not written yet) needs it"), r.Detail)
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.True(t, strings.HasPrefix(r.Detail, "iptables not found: lesson 5 needs it"), r.Detail)
 	assert.Contains(t, r.Detail, "NAT")
 	assert.Equal(t, install, r.Fix)
 }
@@ -1025,23 +1024,24 @@ func TestRootfs(t *testing.T) {
 	assert.Contains(t, r.Fix, "sudo minibox rootfs")
 }
 
-// A laptop that can run every existing lesson passes, even before the
-// demo rootfs is built and without lesson 5's tools.
+// A laptop that can run every lesson passes, even before the demo rootfs
+// is built; without lesson 5's tools it does not.
 func TestFreshLaptopIsHealthy(t *testing.T) {
 	h := healthyHost(t)
 	h.rootfsOK = false
-	delete(h.paths, "iptables")
-	delete(h.paths, "ip")
 	results := doctor.Run(h, doctor.Checks())
 	for _, r := range results {
 		switch r.Name {
-		case "demo rootfs", "iptables", "iproute2":
+		case "demo rootfs":
 			assert.Equal(t, doctor.Warn, r.Status, r.Name)
 		default:
 			assert.Equal(t, doctor.OK, r.Status, "%s: %s", r.Name, r.Detail)
 		}
 	}
 	assert.True(t, doctor.Healthy(results))
+	delete(h.paths, "iptables")
+	assert.False(t, doctor.Healthy(doctor.Run(h, doctor.Checks())), "lesson 5 needs iptables")
+	h.paths["iptables"] = "/usr/sbin/iptables"
 
 	// Without a static busybox the rootfs cannot be built: that fails.
 	h.busybox, h.busyErr = "", rootfs.ErrNoStaticBusybox
