@@ -27,16 +27,23 @@ func commit(args []string) int {
 	flags := flag.NewFlagSet("commit", flag.ContinueOnError)
 	flags.SetOutput(io.Discard)
 	root := flags.String("root", "", "")
+	verbose := flags.Bool("v", false, "")
 	if flags.Parse(args) != nil || flags.NArg() != 2 {
-		fail(2, "commit: expected [--root DIR] ID OUT.tar\n%s", usage)
+		fail(2, "commit: expected [-v] [--root DIR] ID OUT.tar\n%s", usage)
+	}
+	if *verbose {
+		os.Setenv(traceEnv, "1")
 	}
 	id, file := flags.Arg(0), flags.Arg(1)
 	if len(id) != 12 || strings.Trim(id, "0123456789abcdef") != "" {
 		fail(2, "commit: %q is not a container id (12 hex digits, as --keep printed)", id)
 	}
-	upper := filepath.Join(dataRoot(*root), "containers", id, "upper")
-	if _, err := os.Stat(upper); err != nil {
-		fail(1, "commit: no kept container %s (%v): run it with --keep", id, err)
+	dir := filepath.Join(dataRoot(*root), "containers", id)
+	upper := filepath.Join(dir, "upper")
+	// Only a kept container that has ended: a running one could swap a
+	// directory of its upper for a symlink while we read it as root.
+	if _, err := os.Stat(filepath.Join(dir, "kept")); err != nil {
+		fail(1, "commit: no ended container %s kept by --keep (%v)", id, err)
 	}
 	out, err := os.Create(file)
 	if err != nil {
@@ -61,6 +68,7 @@ func commit(args []string) int {
 		os.Remove(file)
 		fail(1, "commit: %v", err)
 	}
+	narrate("tar -cf %s -C %s .   # whiteouts as .wh. files", file, upper)
 	fmt.Printf("sha256:%x  %s\n", digest.Sum(nil), file)
 	return 0
 }

@@ -32,7 +32,11 @@ func dataRoot(flag string) string {
 	if flag == "" {
 		flag = "/var/lib/minibox"
 	}
-	return flag
+	abs, err := filepath.Abs(flag) // the overlay's options are read from lower/
+	if err != nil {
+		fail(1, "data root %s: %v", flag, err)
+	}
+	return abs
 }
 
 // A container's directory, $ROOT/containers/<id>, holds upper (its own
@@ -51,9 +55,12 @@ type container struct {
 func prepareLayers(root, id string, layers []string, keep bool) (*container, error) {
 	c := &container{dir: filepath.Join(root, "containers", id)}
 	err := os.MkdirAll(filepath.Join(c.dir, "lower"), 0o755)
-	for _, d := range []string{"upper", "work", "merged"} {
+	// upper and work are root's alone (the overlay reaches them with
+	// root's credentials): what the container writes there, a set-user-ID
+	// program say, is out of every host user's reach.
+	for d, mode := range map[string]os.FileMode{"upper": 0o700, "work": 0o700, "merged": 0o755} {
 		if err == nil {
-			err = os.Mkdir(filepath.Join(c.dir, d), 0o755)
+			err = os.Mkdir(filepath.Join(c.dir, d), mode)
 		}
 	}
 	if err == nil {
@@ -93,11 +100,15 @@ func layerDir(root, layer string) (string, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return "", fmt.Errorf("layer %s: %w", layer, err)
 	}
-	dir := filepath.Join(root, "layers", hex.EncodeToString(h.Sum(nil)))
+	sum := hex.EncodeToString(h.Sum(nil))
+	dir := filepath.Join(root, "layers", sum)
 	if _, err := os.Stat(dir); err == nil {
 		return dir, nil
 	}
-	return dir, unpackLayer(layer, dir) // unpack.go
+	if _, err := f.Seek(0, io.SeekStart); err != nil { // the same open file: no swap by name
+		return "", err
+	}
+	return dir, unpackLayer(f, sum, dir) // unpack.go
 }
 
 // mountOverlay creates the overlay with the new mount API (fsopen(2),

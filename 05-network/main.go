@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -113,6 +114,9 @@ func run(args []string) int {
 	if _, ipnet, err := net.ParseCIDR(*subnet); err != nil || ipnet.IP.To4() == nil || !subnetFits(ipnet) {
 		fail(2, "--subnet %s: expected an IPv4 network such as 10.89.0.0/24, /8 to /30\n%s", *subnet, usage)
 	}
+	if !bridgeName.MatchString(*bridge) {
+		fail(2, "--bridge %s: expected minibox and up to 8 lower-case letters or digits (minibox0): it names a link, files and rules\n%s", *bridge, usage)
+	}
 	if *netMode != "bridge" && *netMode != "none" || *netMode == "none" && len(ports) > 0 {
 		fail(2, "--net %s: expected bridge, or none without -p\n%s", *netMode, usage)
 	}
@@ -199,6 +203,10 @@ func run(args []string) int {
 	}
 	return 0
 }
+
+// bridgeName is what --bridge may be: a link name no other program uses,
+// and safe in a file name and an iptables rule (no "+" wildcard).
+var bridgeName = regexp.MustCompile(`^minibox[a-z0-9]{0,8}$`)
 
 // subnetFits accepts subnets from /8 to /30: room for a gateway and containers.
 func subnetFits(subnet *net.IPNet) bool {

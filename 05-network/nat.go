@@ -66,10 +66,13 @@ func tagged(table, chain, tag string, spec ...string) rule {
 	return rule{table, chain, append(append([]string(nil), spec...), "-m", "comment", "--comment", "minibox:"+tag)}
 }
 
-// natBridge makes the bridge's shared rules, once: forwarding on; the
-// bridge's traffic accepted whatever the FORWARD chain's policy; the
-// subnet masqueraded behind the host's address on the way out; and
-// 127.0.0.1 allowed to be sent to a container (for -p on localhost).
+// natBridge makes the bridge's shared rules, once: forwarding on; what
+// containers send, and what answers them or a published port, accepted
+// whatever the FORWARD chain's policy (not new connections to any of
+// their ports); the subnet masqueraded behind the host's address on the
+// way out; 127.0.0.1 allowed to be sent to a container (for -p on
+// localhost), but a container never let into the host's 127.0.0.0/8 (the
+// hole of CVE-2020-8558 that route_localnet would open).
 func natBridge(bridge string, subnet *net.IPNet) error {
 	err := sysctl("net/ipv4/ip_forward", "1")
 	if err == nil {
@@ -77,9 +80,10 @@ func natBridge(bridge string, subnet *net.IPNet) error {
 	}
 	for _, r := range []rule{
 		tagged("filter", "FORWARD", bridge, "-i", bridge, "-j", "ACCEPT"),
-		tagged("filter", "FORWARD", bridge, "-o", bridge, "-j", "ACCEPT"),
+		tagged("filter", "FORWARD", bridge, "-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "ACCEPT"),
 		tagged("nat", "POSTROUTING", bridge, "-s", subnet.String(), "!", "-o", bridge, "-j", "MASQUERADE"),
 		tagged("nat", "POSTROUTING", bridge, "-s", "127.0.0.0/8", "-o", bridge, "-j", "MASQUERADE"),
+		tagged("raw", "PREROUTING", bridge, "-i", bridge, "-d", "127.0.0.0/8", "-j", "DROP"),
 	} {
 		if err == nil && iptablesQuiet(r.args("-C")...) != nil { // not there yet
 			err = iptables(r.args("-I")...)
@@ -108,7 +112,7 @@ func iptables(args ...string) error {
 }
 
 func iptablesQuiet(args ...string) error {
-	out, err := exec.Command("iptables", args...).CombinedOutput()
+	out, err := exec.Command("iptables", append([]string{"-w"}, args...)...).CombinedOutput() // -w: wait for the lock
 	if err != nil {
 		return fmt.Errorf("iptables %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}

@@ -81,8 +81,15 @@ func setupNetwork(root, id, hostname, mode, bridge, subnet string, ports []port)
 // makeBridge makes the bridge with the gateway address, once; a subnet
 // that overlaps a route of the host would make addresses ambiguous.
 func (n *network) makeBridge() error {
-	if _, err := netlink.LinkByName(n.bridge); err == nil {
-		return nil // made by an earlier container
+	if link, err := netlink.LinkByName(n.bridge); err == nil { // made by an earlier container?
+		addrs, _ := netlink.AddrList(link, netlink.FAMILY_V4)
+		for _, a := range addrs {
+			if _, ok := link.(*netlink.Bridge); ok && a.IP.Equal(n.gateway()) && a.Mask.String() == n.subnet.Mask.String() {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s exists but is not a bridge with the gateway %s/%d: remove it (minibox cleanup) or choose another --bridge or --subnet",
+			n.bridge, n.gateway(), maskBits(n.subnet))
 	}
 	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4) // ip route
 	for _, r := range routes {
@@ -113,9 +120,15 @@ func (n *network) makeBridge() error {
 		narrate("ip link set %s up", n.bridge)
 	}
 	if err != nil {
+		_ = netlink.LinkDel(br) // not half a bridge for the next container
 		return fmt.Errorf("make the bridge %s: %w", n.bridge, err)
 	}
 	return nil
+}
+
+func maskBits(subnet *net.IPNet) int {
+	ones, _ := subnet.Mask.Size()
+	return ones
 }
 
 // gateway is the bridge's own address, the subnet's first.

@@ -12,6 +12,8 @@ import (
 	"archive/tar"
 	"bufio"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,11 +25,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unpackLayer unpacks the tar (or gzipped tar) file into dir, through a
-// temporary directory renamed into place once whole: a failure leaves no
-// half layer in the store.
-func unpackLayer(file, dir string) error {
-	err := os.MkdirAll(filepath.Dir(dir), 0o755)
+// unpackLayer unpacks the tar (or gzipped tar) f, whose sha256 is sum,
+// into dir, through a temporary directory renamed into place once whole: a
+// failure leaves no half layer in the store. It checks the sum again while
+// reading: a file changed since it was hashed never enters the store.
+func unpackLayer(f *os.File, sum, dir string) error {
+	err := os.MkdirAll(filepath.Dir(dir), 0o700) // root's alone: layers hold set-user-ID programs
 	tmp := ""
 	if err == nil { // layers/tmp-123: `minibox cleanup` removes one a kill left
 		tmp, err = os.MkdirTemp(filepath.Dir(dir), "tmp-")
@@ -35,29 +38,33 @@ func unpackLayer(file, dir string) error {
 	if err == nil {
 		err = os.Chmod(tmp, 0o755)
 	}
+	h := sha256.New()
 	if err == nil {
-		err = unpackInto(file, tmp)
+		err = unpackInto(io.TeeReader(f, h), tmp)
+	}
+	if err == nil && hex.EncodeToString(h.Sum(nil)) != sum {
+		err = errors.New("the file changed while it was unpacked")
 	}
 	if err == nil {
 		err = os.Rename(tmp, dir)
+		if _, statErr := os.Stat(dir); err != nil && statErr == nil {
+			err = os.RemoveAll(tmp) // a container beside us unpacked it first
+			return err
+		}
 	}
 	if err != nil {
 		if tmp != "" {
 			os.RemoveAll(tmp)
 		}
-		return fmt.Errorf("layer %s: %w", file, err)
+		return fmt.Errorf("layer %s: %w", f.Name(), err)
 	}
-	narrate("tar -xf %s -C %s   # once: the store keeps it", file, dir)
+	narrate("tar -xf %s -C %s   # once: the store keeps it", f.Name(), dir)
 	return nil
 }
 
-func unpackInto(file, dir string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	var in io.Reader = bufio.NewReader(f)
+func unpackInto(r io.Reader, dir string) error {
+	var in io.Reader = bufio.NewReader(r)
+	var err error
 	if magic, _ := in.(*bufio.Reader).Peek(2); string(magic) == "\x1f\x8b" {
 		if in, err = gzip.NewReader(in); err != nil {
 			return fmt.Errorf("bad gzip: %w", err)
