@@ -55,13 +55,20 @@ type container struct {
 func prepareLayers(root, id string, layers []string, keep bool) (*container, error) {
 	c := &container{dir: filepath.Join(root, "containers", id)}
 	err := os.MkdirAll(filepath.Join(c.dir, "lower"), 0o755)
-	// upper and work are root's alone (the overlay reaches them with
-	// root's credentials): what the container writes there, a set-user-ID
-	// program say, is out of every host user's reach.
-	for d, mode := range map[string]os.FileMode{"upper": 0o700, "work": 0o700, "merged": 0o755} {
+	for _, d := range []string{"upper", "work", "merged"} {
 		if err == nil {
-			err = os.Mkdir(filepath.Join(c.dir, d), mode)
+			err = os.Mkdir(filepath.Join(c.dir, d), 0o755) // upper's mode is the container's /
 		}
+	}
+	// The container's directory is closed to other host users (what the
+	// container writes in upper, a set-user-ID program say, is out of their
+	// reach) but open to container root under --userns, host gid 100000,
+	// which walks to merged: docker does the same.
+	if err == nil {
+		err = os.Chmod(c.dir, 0o710)
+	}
+	if err == nil {
+		err = os.Chown(c.dir, 0, userNSHostID)
 	}
 	if err == nil {
 		narrate("mkdir -p %s/{upper,work,merged,lower}", c.dir)

@@ -32,7 +32,8 @@ func benchRun(b *testing.B, nn string, flags ...string) {
 	args := append(append([]string{"run"}, flags...), rootfsDir, "--", "true")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		cmd := exec.Command(bin, args...)
+		argv := inThrowawayNetns(b, bin, append([]string{bin}, args...)) // from stage 05 on
+		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = stageEnv()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("stage%s %v: %v\n%s", nn, args, err, out)

@@ -87,9 +87,9 @@ func diffBudget(n int) int {
 	case n == 3:
 		return 420
 	case n == 4:
-		return 600 // overlay, the safe unpacker and commit: three mechanisms
+		return 620 // overlay, the safe unpacker and commit: three mechanisms
 	case n == 5:
-		return 600 // bridge and veth, the IPAM, NAT and published ports
+		return 630 // bridge and veth, the IPAM, NAT and published ports
 	default:
 		return 400
 	}

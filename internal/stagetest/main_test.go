@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -45,9 +46,71 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(tmp)
 		os.Exit(1)
 	}
+	before := hostNetwork()
 	code := m.Run()
+	if changed := diffLines(before, hostNetwork()); changed != "" {
+		fmt.Fprintf(os.Stderr, "\nFAIL: the tests changed the network of the machine's own namespace "+
+			"(a stage from 05 on was run outside a throw-away one?); lines gone (-) and new (+):\n%s\n", changed)
+		code = 1
+	}
 	os.RemoveAll(tmp)
 	os.Exit(code)
+}
+
+// hostNetwork is what a stage from 05 on changes in the network namespace
+// it runs in (links, addresses, routes, firewall rules, forwarding), read
+// in this process's: the machine's own, which no test may change. Only as
+// root (iptables-save needs it). What varies by itself is left out: the
+// lifetimes of addresses, the rule counters, the dump's dated comments.
+func hostNetwork() string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"ip", "-o", "link"}, {"ip", "-o", "addr"}, {"ip", "route"}, {"iptables-save"},
+	} {
+		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+		fmt.Fprintf(&b, "$ %s (%v)\n", strings.Join(argv, " "), err)
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "#") {
+				continue
+			}
+			line = lifetimes.ReplaceAllString(line, "")
+			b.WriteString(counters.ReplaceAllString(line, "[0:0]") + "\n")
+		}
+	}
+	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	fmt.Fprintf(&b, "net.ipv4.ip_forward = %s (%v)\n", strings.TrimSpace(string(forward)), err)
+	return b.String()
+}
+
+var (
+	lifetimes = regexp.MustCompile(`\s*(valid|preferred)_lft \S+`)
+	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
+)
+
+// diffLines lists the lines of before that after lacks (-) and the lines
+// of after that before lacks (+), or returns "".
+func diffLines(before, after string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(before, "\n") {
+		count[l]++
+	}
+	for _, l := range strings.Split(after, "\n") {
+		count[l]--
+	}
+	var out []string
+	for l, n := range count {
+		for ; n > 0; n-- {
+			out = append(out, "- "+l)
+		}
+		for ; n < 0; n++ {
+			out = append(out, "+ "+l)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, "\n")
 }
 
 func setup(tmp string) error {
@@ -243,6 +306,33 @@ func atLeast(stage, nn string) bool {
 	return strings.TrimPrefix(filepath.Base(stage), "stage") >= nn
 }
 
+// stageProgram matches the name of a stage program, stage05.
+var stageProgram = regexp.MustCompile(`^stage[0-9]{2}$`)
+
+// networkStage reports whether bin is a stage program from 05 on: one that,
+// run with its default --net bridge, makes a bridge, firewall rules and
+// turns on forwarding in the network namespace it is started in.
+func networkStage(bin string) bool {
+	return stageProgram.MatchString(filepath.Base(bin)) && atLeast(bin, "05")
+}
+
+// inThrowawayNetns returns argv, a command line that runs stage (itself,
+// or a program that execs it), unchanged up to stage 04; from stage 05 on
+// prefixed with `unshare --net --`: in a network namespace of its own,
+// which vanishes with it, so that no test run of the stage changes the
+// machine's own network. unshare execs: the PID stays the stage's.
+func inThrowawayNetns(t testing.TB, stage string, argv []string) []string {
+	t.Helper()
+	if !networkStage(stage) {
+		return argv
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("a stage from 05 on runs only in a network namespace of its own, and there is no unshare(1) (util-linux) to make one: %v", err)
+	}
+	return append([]string{unshare, "--net", "--"}, argv...)
+}
+
 // stageEnv is the environment the tests start stages with: the test's own,
 // without MINIBOX_TRACE (a test asks for narration when it wants it: set in
 // a developer's shell, it would add lines to every stage's stderr), plus
@@ -270,10 +360,12 @@ func run(t *testing.T, bin string, args ...string) result {
 	return runEnv(t, stageEnv(), bin, args...)
 }
 
-// runEnv is run with the environment env.
+// runEnv is run with the environment env. A stage from 05 on runs in a
+// network namespace of its own (inThrowawayNetns).
 func runEnv(t *testing.T, env []string, bin string, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
+	argv := inThrowawayNetns(t, bin, append([]string{bin}, args...))
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

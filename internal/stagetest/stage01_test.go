@@ -239,11 +239,16 @@ func limitFlags(stage string) []string {
 }
 
 // narration returns the narration lines of a stage's stderr: "+ …",
-// without the comment a line may end in ("   # clone(2)").
+// without the comment a line may end in ("   # clone(2)"). A step that is
+// a comment only ("+ # lease 10.89.0.2 …": no shell command does it) is
+// kept whole.
 func narration(stderr string) []string {
 	var out []string
 	for _, line := range strings.Split(stderr, "\n") {
-		if strings.HasPrefix(line, "+ ") {
+		switch {
+		case strings.HasPrefix(line, "+ #"):
+			out = append(out, line)
+		case strings.HasPrefix(line, "+ "):
 			out = append(out, trailingComment.ReplaceAllString(line, ""))
 		}
 	}

@@ -120,16 +120,31 @@ func TestStage02NamespacesDifferFromHost(t *testing.T) {
 	})
 }
 
+// The new network namespace has no device of the host's: only lo. From
+// stage 05 on that is --net none; the default network adds eth0, and no
+// more.
 func TestStage02OnlyLoopbackInside(t *testing.T) {
 	forEachStage(t, "02", func(t *testing.T, stage string) {
-		res := run(t, stage, "run", rootfsDir, "--", "ip", "-o", "link")
+		var netNone []string
+		if atLeast(stage, "05") {
+			netNone = []string{"--net", "none"}
+		}
+		res := run(t, stage, append(append([]string{"run"}, netNone...), rootfsDir, "--", "ip", "-o", "link")...)
 		require.Equal(t, 0, res.code, res.stderr)
 		assert.Equal(t, []string{"lo"}, linkNames(res.stdout))
 
 		// The read-only /sys shows the devices of the new network namespace.
-		res = run(t, stage, "run", rootfsDir, "--", "ls", "/sys/class/net")
+		res = run(t, stage, append(append([]string{"run"}, netNone...), rootfsDir, "--", "ls", "/sys/class/net")...)
 		require.Equal(t, 0, res.code, res.stderr)
 		assert.Equal(t, "lo\n", res.stdout)
+
+		if atLeast(stage, "05") {
+			res := run(t, stage, "run", rootfsDir, "--", "sh", "-c", "ip -o link; echo ---; ls /sys/class/net")
+			require.Equal(t, 0, res.code, res.stderr)
+			links, sys, _ := strings.Cut(res.stdout, "---\n")
+			assert.ElementsMatch(t, []string{"lo", "eth0"}, linkNames(links), "with the default network")
+			assert.Equal(t, "eth0\nlo\n", sys, "with the default network")
+		}
 	})
 }
 
@@ -265,7 +280,8 @@ func TestStage02MountsStayInsideOnSharedHost(t *testing.T) {
 	cat /proc/self/mountinfo; echo ---
 	"$0" run "$1" -- mount -t tmpfs minibox-test-tmpfs /tmp || echo "stage failed: $?"
 	echo ---; cat /proc/self/mountinfo`
-		res := run(t, unshare, "--mount", "--propagation", "private", "sh", "-c", script, stage, rootfsDir)
+		argv := inThrowawayNetns(t, stage, []string{unshare, "--mount", "--propagation", "private", "sh", "-c", script, stage, rootfsDir})
+		res := run(t, argv[0], argv[1:]...)
 		require.Equal(t, 0, res.code, res.stderr)
 		require.NotContains(t, res.stdout, "no shared mounts here")
 		require.NotContains(t, res.stdout, "stage failed", res.stderr)
@@ -397,7 +413,8 @@ func TestStage02UserNamespaceDropsSupplementaryGroups(t *testing.T) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, stage, append(args, rootfsDir, "--", "grep", "^Groups:", "/proc/self/status")...)
+			argv := inThrowawayNetns(t, stage, append([]string{stage}, append(args, rootfsDir, "--", "grep", "^Groups:", "/proc/self/status")...))
+			cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 			// The stage runs as root with the supplementary group 0, as under sudo.
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{0}}}
 			var stderr bytes.Buffer
@@ -475,7 +492,8 @@ func assertSignalEndsContainer(t *testing.T, stage string, flags ...string) {
 
 	// A shell's `trap "" HUP` ignores SIGHUP, as nohup does, and the stage
 	// it then becomes starts with SIGHUP ignored.
-	c = startContainer(t, "/bin/sh", append([]string{"-c", `trap "" HUP; exec "$0" "$@"`, stage}, args...)...)
+	nohup := inThrowawayNetns(t, stage, append([]string{"/bin/sh", "-c", `trap "" HUP; exec "$0" "$@"`, stage}, args...))
+	c = startContainer(t, nohup[0], nohup[1:]...)
 	c.waitFor(t, "ready")
 	require.NoError(t, c.cmd.Process.Signal(unix.SIGHUP))
 	time.Sleep(200 * time.Millisecond)
@@ -527,8 +545,9 @@ func TestStage02ChildRefusesHostNamespaces(t *testing.T) {
 cat /proc/self/mountinfo; echo ---
 "$0" child minibox-test-host "$1" true; echo "status $?"
 echo ---; hostname; cat /proc/self/mountinfo`
-		res := run(t, unshare, "--pid", "--fork", "--mount-proc", "--mount", "--uts", "--",
-			"sh", "-c", script, stage, rootfsDir)
+		argv := inThrowawayNetns(t, stage, []string{unshare, "--pid", "--fork", "--mount-proc", "--mount", "--uts", "--",
+			"sh", "-c", script, stage, rootfsDir})
+		res := run(t, argv[0], argv[1:]...)
 		require.Equal(t, 0, res.code, res.stderr)
 		parts := strings.Split(res.stdout, "---\n")
 		require.Len(t, parts, 3, res.stdout)
@@ -572,11 +591,13 @@ type container struct {
 	res    result        // then, its output and exit status
 }
 
-// startContainer starts a stage in the background. When the test ends, the
+// startContainer starts a stage in the background (from stage 05 on in a
+// network namespace of its own: inThrowawayNetns). When the test ends, the
 // container is killed if it is still running.
 func startContainer(t *testing.T, bin string, args ...string) *container {
 	t.Helper()
-	c := &container{cmd: exec.Command(bin, args...), lines: make(chan string, 1000), ended: make(chan struct{})}
+	argv := inThrowawayNetns(t, bin, append([]string{bin}, args...))
+	c := &container{cmd: exec.Command(argv[0], argv[1:]...), lines: make(chan string, 1000), ended: make(chan struct{})}
 	c.cmd.Env = stageEnv()
 	c.cmd.Stderr = &c.stderr
 	stdout, err := c.cmd.StdoutPipe()

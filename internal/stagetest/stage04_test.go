@@ -253,7 +253,9 @@ echo c >/stage04-dir/c
 mkdir -p /stage04-deep/a/b
 echo deep >/stage04-deep/a/b/f
 `
-		res := run(t, stage, "run", "--keep", rootfsDir, "--", "sh", "-c", changes+treeScript)
+		// One hostname for both runs: from stage 05 on, /etc/hostname and
+		// /etc/hosts name it (the init layer, which commit leaves out).
+		res := run(t, stage, "run", "--hostname", "stage04-commit", "--keep", rootfsDir, "--", "sh", "-c", changes+treeScript)
 		require.Equal(t, 0, res.code, res.stderr)
 		first := res.stdout
 		require.Contains(t, first, "/stage04-deep/a/b/f", "the tree listing works")
@@ -273,7 +275,7 @@ echo deep >/stage04-deep/a/b/f
 
 		assertCommittedLayer(t, out)
 
-		res = run(t, stage, "run", "--layer", out, rootfsDir, "--", "sh", "-c", treeScript)
+		res = run(t, stage, "run", "--hostname", "stage04-commit", "--layer", out, rootfsDir, "--", "sh", "-c", treeScript)
 		require.Equal(t, 0, res.code, res.stderr)
 		assert.Equal(t, first, res.stdout, "ROOTFS + the committed layer is not the tree the container left")
 	})
@@ -468,7 +470,14 @@ func TestStage04RemovesTheContainerDirectory(t *testing.T) {
 		assert.Equal(t, before, readMountinfo(t), "the host's mount table changed")
 
 		// SIGKILL: the stage cannot clean up; its container dies with it.
-		c = startContainer(t, stage, "run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60")
+		// (From stage 05 on without a bridge: with one, the death signal is
+		// not always delivered yet — a known bug, in the closing note of
+		// issue 10.)
+		args := []string{"run", rootfsDir, "--", "sh", "-c", "echo ready && exec sleep 60"}
+		if networkStage(stage) {
+			args = append([]string{"run", "--net", "none"}, args[1:]...)
+		}
+		c = startContainer(t, stage, args...)
 		c.waitFor(t, "ready")
 		killed := filepath.Join(root, "containers", containerOfStage(t, root, c.cmd.Process.Pid))
 		pid1 := c.pid(t)
@@ -487,7 +496,7 @@ func TestStage04RemovesTheContainerDirectory(t *testing.T) {
 		alive.waitFor(t, "ready")
 		live := filepath.Join(root, "containers", containerOfStage(t, root, alive.cmd.Process.Pid))
 
-		res = runMiniboxCleanup(t, root)
+		res = runMiniboxCleanup(t, stage, root)
 		assert.Contains(t, res.stdout, "removed container dir "+killed, res.stderr)
 		assert.Contains(t, res.stdout, "removed container dir "+kept.dir, res.stderr)
 		assert.Contains(t, res.stdout, "left container dir "+live, res.stderr)
@@ -509,10 +518,15 @@ func assertRunsAfterCleanup(t *testing.T, c *container, dir string) {
 	c.kill(t)
 }
 
-// runMiniboxCleanup runs `minibox cleanup --root ROOT`.
-func runMiniboxCleanup(t *testing.T, root string) result {
+// runMiniboxCleanup runs `minibox cleanup --root ROOT` after a run of
+// stage. From stage 05 on, in a network namespace of its own, like the
+// stage's runs (inThrowawayNetns): the networks they made went with those
+// namespaces, and cleanup would otherwise judge and remove minibox's
+// bridges and rules in the machine's own.
+func runMiniboxCleanup(t *testing.T, stage, root string) result {
 	t.Helper()
-	return run(t, miniboxCLI(t), "cleanup", "--root", root)
+	argv := inThrowawayNetns(t, stage, []string{miniboxCLI(t), "cleanup", "--root", root})
+	return run(t, argv[0], argv[1:]...)
 }
 
 var (
@@ -637,7 +651,14 @@ func TestStage04Narrates(t *testing.T) {
 	forEachStage(t, "04", func(t *testing.T, stage string) {
 		layer := writeLayerTar(t, false, layerFile{name: "stage04-tarfile", body: "x\n"})
 		store := filepath.Join(os.Getenv("MINIBOX_ROOT"), "layers", fileSHA256(t, layer))
-		res := run(t, stage, "run", "-v", "--layer", layer, rootfsDir, "--", "echo", "narrated")
+		// From stage 05 on the default network adds a layer of its own, on
+		// top (TestStage05Narrates): without it, the layers are the ones
+		// given.
+		args := []string{"run", "-v", "--layer", layer, rootfsDir, "--", "echo", "narrated"}
+		if atLeast(stage, "05") {
+			args = append([]string{"run", "--net", "none"}, args[1:]...)
+		}
+		res := run(t, stage, args...)
 		require.Equal(t, 0, res.code, res.stderr)
 		assert.Equal(t, "narrated\n", res.stdout)
 		steps := narration(res.stderr)
@@ -669,7 +690,7 @@ func TestStage04Narrates(t *testing.T) {
 		assert.Equal(t, "+ mount --rbind "+merged+" "+merged, steps[private+2], "the step after the move:\n%s", all)
 		execAt := indexOf(steps, "+ exec echo narrated")
 		require.GreaterOrEqual(t, execAt, 0, all)
-		assert.Equal(t, []string{"+ rm -rf " + dir}, steps[execAt+1:], "the steps after the exec:\n%s", all)
+		assert.Equal(t, []string{"+ rm -rf " + dir}, withoutNetworkRelease(stage, steps[execAt+1:]), "the steps after the exec:\n%s", all)
 	})
 }
 
@@ -732,15 +753,36 @@ func narratedRoot(t *testing.T, stage string, steps []string) string {
 
 // withoutContainerRemoval returns steps without the removal of the
 // container's directory, "+ rm -rf $MINIBOX_ROOT/containers/<id>", which
-// stages from 04 on narrate after the exit (TestStage04Narrates checks it).
+// stages from 04 on narrate after the exit (TestStage04Narrates checks it),
+// nor the release of its network (withoutNetworkRelease).
 func withoutContainerRemoval(stage string, steps []string) []string {
 	if !atLeast(stage, "04") {
 		return steps
 	}
 	removal := regexp.MustCompile(`^\+ rm -rf ` + regexp.QuoteMeta(os.Getenv("MINIBOX_ROOT")) + `/containers/[0-9a-f]{12}$`)
 	var out []string
-	for _, s := range steps {
+	for _, s := range withoutNetworkRelease(stage, steps) {
 		if !removal.MatchString(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// networkRelease matches the steps by which stages from 05 on undo a
+// container's network after the exit (TestStage05Narrates checks them):
+// its rules deleted, its veth deleted (when its namespace has not taken it
+// already) and its address released.
+var networkRelease = regexp.MustCompile(`^\+ (iptables .* -D .*minibox:[0-9a-f]{12}|ip link del mbx[0-9a-f]{8}|# release \S+)$`)
+
+// withoutNetworkRelease returns steps without the network's release.
+func withoutNetworkRelease(stage string, steps []string) []string {
+	if !atLeast(stage, "05") {
+		return steps
+	}
+	var out []string
+	for _, s := range steps {
+		if !networkRelease.MatchString(s) {
 			out = append(out, s)
 		}
 	}
