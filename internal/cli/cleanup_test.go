@@ -554,7 +554,7 @@ func TestCleanupRemovesAKilledStage05sNetwork(t *testing.T) {
 		"removed container rule -t nat -A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 18080 -m comment --comment \"minibox:" + id + "\" -j DNAT --to-destination 10.89.0.2:80",
 		"removed lease 10.89.0.2 of container " + id + " (stage " + pid + ", " + leases + ")",
 	}, strings.Split(out, "\n")[:4])
-	assert.Equal(t, 4, strings.Count(out, "\nremoved bridge rule -t "), out)
+	assert.Equal(t, 5, strings.Count(out, "\nremoved bridge rule -t "), out)
 	assert.True(t, strings.HasSuffix(out, "\nremoved bridge minibox0\n"), "the bridge last, once nothing is on it:\n%s", out)
 	saved = inNS(t, ns, "iptables-save")
 	assert.NotContains(t, saved, `"minibox:`)
