@@ -117,7 +117,7 @@ func run(args []string) int {
 	if !bridgeName.MatchString(*bridge) {
 		fail(2, "--bridge %s: expected minibox and up to 8 lower-case letters or digits (minibox0): it names a link, files and rules\n%s", *bridge, usage)
 	}
-	if *netMode != "bridge" && *netMode != "none" || *netMode == "none" && len(ports) > 0 {
+	if (*netMode != "bridge" && *netMode != "none") || (*netMode == "none" && len(ports) > 0) {
 		fail(2, "--net %s: expected bridge, or none without -p\n%s", *netMode, usage)
 	}
 	command := rest
