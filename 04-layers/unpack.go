@@ -175,10 +175,12 @@ func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header) error {
 }
 
 // cleanName checks an entry's name: relative, without "..": "./a/b/" is
-// "a/b", the layer itself is ".".
+// "a/b", the layer itself is "." (or "/", as umoci writes it).
 func cleanName(name string) (string, error) {
 	clean := path.Clean(name)
 	switch {
+	case clean == "/":
+		return ".", nil
 	case path.IsAbs(name):
 		return "", errors.New("absolute name: a layer holds relative paths")
 	case clean == ".." || strings.HasPrefix(clean, "../"):

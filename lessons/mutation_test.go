@@ -261,6 +261,45 @@ var lessonMutations = []mutate.Mutation{
 		New: `_ = i // mutation: the lease stays in the file`,
 		Why: "the lease is never released at exit: the address stays taken until a later start notices its stage is gone",
 	},
+
+	// Lesson 6: images.
+	{
+		Name: "06-no-digest-check", Lesson: 6, File: "06-images/store.go",
+		Old: `case want != "" && got != want:`,
+		New: `case false: // mutation: a blob is stored whatever its digest`,
+		Why: "putBlob never compares a blob's sha256 with the digest asked for: a tampered layer is taken, under the name of its own hash",
+	},
+	{
+		Name: "06-no-accept-header", Lesson: 6, File: "06-images/registry.go",
+		Old: `req.Header.Set("Accept", strings.Join(accept, ", "))`,
+		New: `_ = accept // mutation: the Accept header is narrated, never sent`,
+		Why: "the manifest request lists no media types: the registry answers 404 to an OCI manifest",
+	},
+	{
+		Name: "06-build-cache-never-hit", Lesson: 6, File: "06-images/build.go",
+		Old: `if b.fromCache(key) {`,
+		New: `if false && b.fromCache(key) { // mutation: every step runs again`,
+		Why: "the build cache is never consulted: an unchanged rebuild runs every step again",
+	},
+	{
+		Name: "06-image-config-ignored", Lesson: 6, File: "06-images/image.go",
+		Old: `p.Env = append(append([]string{}, cfg.Env...), p.Env...)`,
+		New: `return // mutation: the image's Env, WorkingDir and User are ignored
+	p.Env = append(append([]string{}, cfg.Env...), p.Env...)`,
+		Why: "process.fromImage does nothing: a container of the image lacks its Env and starts in / instead of its WorkingDir",
+	},
+	{
+		Name: "06-commit-drops-layer", Lesson: 6, File: "06-images/commit.go",
+		Old: `img.manifest.Layers = append(img.manifest.Layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: layer, Size: size})`,
+		New: `_ = size // mutation: the container's layer is stored, but not added to the image`,
+		Why: "commit ID NAME makes an image without the container's layer: the committed image lacks the container's changes",
+	},
+	{
+		Name: "06-image-cmd-ignored", Lesson: 6, File: "06-images/image.go",
+		Old: `ep, cmd := cfg.Entrypoint, cfg.Cmd`,
+		New: `ep, cmd := cfg.Entrypoint, []string(nil) // mutation: the image's Cmd is ignored`,
+		Why: "imageCommand ignores the config's Cmd: run IMAGE without a command has nothing to run",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the

@@ -4,7 +4,11 @@
 # (no dpkg-query) it checks for the commands those packages provide, prints
 # what to install for the ones missing and exits 1; 0 if nothing is missing.
 #
-#   scripts/install-prereqs.sh          busybox-static iproute2 iptables
+#   scripts/install-prereqs.sh          busybox-static iproute2 iptables, and
+#                                       docker-registry skopeo umoci curl (lesson 6
+#                                       starts a local registry, puts an image
+#                                       in it with umoci and skopeo, asks it
+#                                       with curl)
 #   scripts/install-prereqs.sh --test   … and shellcheck (make lint), and
 #                                       qemu-system-x86 where make test runs
 #                                       the cgroup v2 VM (not on a pure v2 host)
@@ -20,7 +24,7 @@ needs_v2vm() {
 	[[ "$(stat -fc %T "${MINIBOX_CGROUP_ROOT:-/sys/fs/cgroup}")" != cgroup2fs ]]
 }
 
-packages=(busybox-static iproute2 iptables)
+packages=(busybox-static iproute2 iptables docker-registry skopeo umoci curl)
 target=tour
 list=false
 for arg in "$@"; do
@@ -98,6 +102,16 @@ if ! command -v dpkg-query >/dev/null; then
 		missing+=("ip: iproute2 (Debian/Ubuntu), iproute (Fedora)")
 	command -v iptables >/dev/null ||
 		missing+=("iptables: iptables (Debian/Ubuntu), iptables-nft (Fedora)")
+	# Fedora's docker-distribution installs the registry as "registry":
+	# lesson 6 and the tests run it as docker-registry (a link will do).
+	command -v docker-registry >/dev/null ||
+		missing+=("docker-registry: docker-registry (Debian/Ubuntu), docker-distribution (Fedora: link /usr/bin/registry as docker-registry)")
+	command -v skopeo >/dev/null ||
+		missing+=("skopeo: skopeo (Debian/Ubuntu, Fedora)")
+	command -v umoci >/dev/null ||
+		missing+=("umoci: umoci (Debian/Ubuntu, Fedora)")
+	command -v curl >/dev/null ||
+		missing+=("curl: curl (Debian/Ubuntu, Fedora)")
 	if [[ $target == test ]]; then
 		command -v shellcheck >/dev/null ||
 			missing+=("shellcheck: shellcheck (Debian/Ubuntu), ShellCheck (Fedora)")
@@ -135,7 +149,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # --no-install-recommends: qemu alone would otherwise pull in a desktop's worth.
 if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-	# Ubuntu ships shellcheck (and busybox-static) in universe.
+	# Ubuntu ships shellcheck, docker-registry, skopeo, umoci (and
+	# busybox-static) in universe.
 	echo "could not install ${missing[*]}; on Ubuntu, some are in the universe component: sudo add-apt-repository universe" >&2
 	exit 1
 fi

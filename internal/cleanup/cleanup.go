@@ -1,6 +1,6 @@
 // Package cleanup is the one place that knows every kind of object minibox
-// makes on a host — mounts, cgroups, container directories and
-// half-unpacked layers in the data root, and stage 05's iptables rules,
+// makes on a host — mounts, cgroups, container directories, half-unpacked
+// layers and half-written image files in the data root, and stage 05's iptables rules,
 // veths, address leases and bridges (in the network namespace it runs in)
 // — how to find the ones that are still there, and how to remove them.
 // `minibox cleanup` removes them, `minibox doctor` lists them, and the
@@ -100,6 +100,7 @@ var Kinds = []Kind{
 	Mounts,
 	ContainerDirs,  // 04-layers: after the mounts that may be in them
 	LayerTemps,     // 04-layers: half-unpacked layers
+	ImageTemps,     // 06-images: interrupted blob, index and cache writes
 	ContainerRules, // 05-network: a gone container's DNAT rules
 	Veths,          // 05-network: before the bridge they are on
 	Leases,         // 05-network: before the bridges, whose use they tell
@@ -125,7 +126,8 @@ type Env struct {
 	// CgroupRoot is where the cgroup trees are mounted, /sys/fs/cgroup.
 	CgroupRoot string
 	// DataRoots are the data roots to look in ($ROOT/containers/*,
-	// $ROOT/layers/tmp-*, every mount below $ROOT/containers): the one
+	// $ROOT/layers/tmp-*, $ROOT/images' temporary files, every mount below
+	// $ROOT/containers): the one
 	// minibox cleanup --root names, or $MINIBOX_ROOT, or /var/lib/minibox.
 	DataRoots []string
 }

@@ -23,7 +23,8 @@ func newCleanupCmd(s *streams) *cobra.Command {
 		Long: `Remove everything minibox made that is still there after an interrupted
 demo or a killed stage: mounts in minibox's temporary directories or below
 the demo rootfs, container directories in the data root ($ROOT/containers/<id>,
-kept ones included) and half-unpacked layers ($ROOT/layers/tmp-*), the
+kept ones included), half-unpacked layers ($ROOT/layers/tmp-*) and
+half-written image blobs and index files ($ROOT/images/ingest/tmp-*…), the
 minibox/<id> cgroups and their empty minibox/ parents, and stage 05's
 network in the network namespace it runs in: the iptables rules tagged
 minibox:<id> of containers that are gone, their mbx… veths, stale address
@@ -31,7 +32,7 @@ leases ($ROOT/network/*.json), and the minibox… bridges with their rules
 tagged minibox:<bridge> once no running container uses them (ip_forward is
 left as it is). It prints one line per object it removed, or "nothing to
 clean up", and touches nothing that minibox did not make: the data root's
-layers and demo rootfs stay, and so do links and rules without minibox's
+layers, images and demo rootfs stay, and so do links and rules without minibox's
 name or tag. Running it twice is safe. Stage 05 changes the network
 namespace it runs in: run cleanup in that one too (ip netns exec NAME
 minibox cleanup).
@@ -58,7 +59,7 @@ exit status is 1. docs/cleanup.md says what is recognised, and how.`,
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be removed, remove nothing")
-	cmd.Flags().StringVar(&dataRoot, "root", "", "data root `DIR` whose containers/, layers/ and network/ to clean (default $MINIBOX_ROOT, else "+cleanup.DefaultDataRoot+")")
+	cmd.Flags().StringVar(&dataRoot, "root", "", "data root `DIR` whose containers/, layers/, images/ and network/ to clean (default $MINIBOX_ROOT, else "+cleanup.DefaultDataRoot+")")
 	return cmd
 }
 

@@ -30,6 +30,7 @@ func newDoctorCmd(s *streams) *cobra.Command {
                      table in this network namespace (its backend: nf_tables
                      or legacy)
   iproute2           the ip command
+  image tools        docker-registry, skopeo and umoci, which lesson 6 runs
   go toolchain       Go, new enough to build the stages
   static busybox     a statically linked busybox
   demo rootfs        the demo rootfs is built

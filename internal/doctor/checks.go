@@ -32,6 +32,7 @@ func Checks() []Check {
 		{"ip forwarding", checkIPForward},
 		{"iptables", checkIptables},
 		{"iproute2", checkCommand("ip", "apt-get install iproute2 (Debian/Ubuntu) or dnf install iproute (Fedora)", "bridges, veth pairs")},
+		{"image tools", checkImageTools},
 		{"go toolchain", checkGo},
 		{"static busybox", checkBusybox},
 		{"demo rootfs", checkRootfs},
@@ -323,6 +324,52 @@ func checkIptables(h Host) Result {
 			Fix:    "see them with iptables-legacy-save; use one backend for both: update-alternatives --set iptables /usr/sbin/iptables-legacy"}
 	}
 	return Result{Status: OK, Detail: fmt.Sprintf("%s (%s): the nat table can be read in this network namespace", path, backend)}
+}
+
+// imageTools are the commands lesson 6 runs besides the stage: a local
+// registry to pull from (docker-registry), umoci and skopeo, which make
+// an image from the demo rootfs and push it there, and curl, which asks the
+// registry's API. Debian and Ubuntu package each under the command's name.
+var imageTools = []string{"docker-registry", "skopeo", "umoci", "curl"}
+
+// checkImageTools checks that every command lesson 6 runs is on PATH.
+func checkImageTools(h Host) Result {
+	var found, missing []string
+	for _, cmd := range imageTools {
+		if p, err := h.LookPath(cmd); err == nil {
+			found = append(found, p)
+		} else {
+			missing = append(missing, cmd)
+		}
+	}
+	if len(missing) == 0 {
+		return Result{Status: OK, Detail: strings.Join(found, ", ")}
+	}
+	them := "them"
+	if len(missing) == 1 {
+		them = "it"
+	}
+	return Result{Status: Fail,
+		Detail: strings.Join(missing, ", ") + " not found: lesson 6 needs " + them + " (a local registry to pull from, and an image put in it with umoci and skopeo)",
+		Fix:    imageToolsFix(missing)}
+}
+
+// imageToolsFix says how to install the missing image tools: the Debian
+// packages, or scripts/install-prereqs.sh, which installs every package
+// the lessons need; Fedora's names on a second line.
+func imageToolsFix(missing []string) string {
+	fix := "apt-get install " + strings.Join(missing, " ") + " (Debian/Ubuntu; on Ubuntu from universe), or sudo scripts/install-prereqs.sh, which installs every package the lessons need"
+	fedora := make([]string, len(missing))
+	link := ""
+	for i, cmd := range missing {
+		fedora[i] = cmd
+		if cmd == "docker-registry" {
+			// Fedora's package installs the registry as "registry".
+			fedora[i] = "docker-distribution"
+			link = ", then ln -s /usr/bin/registry /usr/local/bin/docker-registry"
+		}
+	}
+	return fix + "\nFedora: dnf install " + strings.Join(fedora, " ") + link
 }
 
 // iptablesBackend names the backend iptables --version reports

@@ -150,6 +150,11 @@ func healthyHost(t *testing.T) *fakeHost {
 			"iptables": "/usr/sbin/iptables",
 			"ip":       "/usr/sbin/ip",
 			"go":       "/usr/local/go/bin/go",
+			// Lesson 6's local registry and the tools that fill it.
+			"docker-registry": "/usr/bin/docker-registry",
+			"skopeo":          "/usr/bin/skopeo",
+			"umoci":           "/usr/bin/umoci",
+			"curl":            "/usr/bin/curl",
 		},
 		outputs: map[string]string{
 			"/usr/sbin/iptables --version": "iptables v1.8.9 (nf_tables)\n",
@@ -190,7 +195,7 @@ func TestChecksOrder(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "cgroup join", "overlayfs", "mount API", "data root", "mount propagation",
-		"ip forwarding", "iptables", "iproute2", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
+		"ip forwarding", "iptables", "iproute2", "image tools", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
 		"container", "leftovers"}, names)
 	for _, n := range names {
 		// Lesson 3 greps doctor's output for " cgroups ": one line only.
@@ -909,6 +914,42 @@ func TestCommands(t *testing.T) {
 			assert.Equal(t, tc.fix, r.Fix)
 		})
 	}
+}
+
+// Lesson 6 starts a registry and fills it with umoci and skopeo: each
+// missing one is named, with the Debian packages that have it and the
+// script that installs them all.
+func TestImageTools(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "image tools")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "/usr/bin/docker-registry, /usr/bin/skopeo, /usr/bin/umoci, /usr/bin/curl", r.Detail)
+
+	delete(h.paths, "umoci")
+	r = check(t, h, "image tools")
+	assert.Equal(t, doctor.Fail, r.Status, "lesson 6 cannot run without it")
+	assert.Equal(t, "umoci not found: lesson 6 needs it (a local registry to pull from, and an image put in it with umoci and skopeo)", r.Detail)
+	assert.Equal(t, []string{
+		"apt-get install umoci (Debian/Ubuntu; on Ubuntu from universe), or sudo scripts/install-prereqs.sh, which installs every package the lessons need",
+		"Fedora: dnf install umoci",
+	}, strings.Split(r.Fix, "\n"))
+
+	delete(h.paths, "docker-registry")
+	r = check(t, h, "image tools")
+	assert.Equal(t, doctor.Fail, r.Status)
+	assert.True(t, strings.HasPrefix(r.Detail, "docker-registry, umoci not found: lesson 6 needs them"), r.Detail)
+	assert.Equal(t, []string{
+		"apt-get install docker-registry umoci (Debian/Ubuntu; on Ubuntu from universe), or sudo scripts/install-prereqs.sh, which installs every package the lessons need",
+		"Fedora: dnf install docker-distribution umoci, then ln -s /usr/bin/registry /usr/local/bin/docker-registry",
+	}, strings.Split(r.Fix, "\n"))
+	assert.False(t, doctor.Healthy(doctor.Run(h, doctor.Checks())), "a failed check makes doctor exit 1")
+
+	h.paths["docker-registry"] = "/usr/local/bin/docker-registry"
+	h.paths["umoci"] = "/usr/bin/umoci"
+	delete(h.paths, "skopeo")
+	r = check(t, h, "image tools")
+	assert.Equal(t, "skopeo not found: lesson 6 needs it (a local registry to pull from, and an image put in it with umoci and skopeo)", r.Detail)
+	assert.Contains(t, r.Fix, "apt-get install skopeo ")
 }
 
 func TestIptables(t *testing.T) {

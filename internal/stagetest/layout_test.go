@@ -58,7 +58,8 @@ func TestStageNameIsOneConstant(t *testing.T) {
 // stage adds one mechanism, in its own files, and touches main.go in a few
 // hunks. Stage 02 (five namespaces, a new root, signals, user namespaces)
 // is exempt; stage 03 has 420 lines (v1's and v2's files, docker's flag
-// formats; issue 7 aimed at 350); from stage 04 on, 400 (aim at 300).
+// formats; issue 7 aimed at 350); stages 04 to 06 have theirs below; later
+// ones 400 (aim at 300).
 func TestStageDiffBudget(t *testing.T) {
 	list := stageFolders(t)
 	for i := 1; i < len(list); i++ {
@@ -90,6 +91,11 @@ func diffBudget(n int) int {
 		return 620 // overlay, the safe unpacker and commit: three mechanisms
 	case n == 5:
 		return 630 // bridge and veth, the IPAM, NAT and published ports
+	case n == 6:
+		// Images: a content-addressed store, a registry client, a
+		// Dockerfile reader and build, commit, save and load. Issue 11
+		// makes it the largest stage, in files of at most ~350 lines.
+		return 2500
 	default:
 		return 400
 	}

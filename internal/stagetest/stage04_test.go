@@ -171,6 +171,20 @@ func TestStage04TarLayerWhiteouts(t *testing.T) {
 	})
 }
 
+// A tar may name the layer's own root "/" (umoci does) or "./": that is
+// the layer itself, not an absolute name; every other absolute name stays
+// refused (unpack_test.go).
+func TestStage04TarRootEntryIsTheLayer(t *testing.T) {
+	forEachStage(t, "04", func(t *testing.T, stage string) {
+		for _, root := range []string{"/", "./"} {
+			layer := writeLayerTar(t, true, layerFile{name: root}, layerFile{name: "stage04-rooted", body: "rooted\n"})
+			res := run(t, stage, "run", "--layer", layer, rootfsDir, "--", "cat", "/stage04-rooted")
+			require.Equal(t, 0, res.code, "root entry %q: %s", root, res.stderr)
+			assert.Equal(t, "rooted\n", res.stdout)
+		}
+	})
+}
+
 // Overlay's lowerdir option goes through fsconfig(2), which takes at most
 // 255 bytes: layers at long paths must still stack (the stage names them
 // by short links, lower/0, lower/1, …), in order.
