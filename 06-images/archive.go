@@ -33,6 +33,9 @@ func save(args []string) int {
 	if err == nil {
 		img, err = s.lookup(flags.Arg(0))
 	}
+	if err == nil && img.Name == "" {
+		err = fmt.Errorf("%s has no name: commit or build it under one first", flags.Arg(0))
+	}
 	if err == nil {
 		err = s.save(img, flags.Arg(1))
 	}
@@ -45,7 +48,7 @@ func save(args []string) int {
 
 // save writes the layout to a temporary file renamed to file once whole.
 func (s *store) save(img *image, file string) error {
-	manifest := img.Manifest
+	manifest := img.desc
 	if strings.Contains(manifest.MediaType, "docker") { // OCI tools want OCI types
 		var err error
 		if manifest, err = s.toOCI(img); err != nil {
@@ -69,6 +72,11 @@ func (s *store) save(img *image, file string) error {
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	defer tmp.Close()
+	go func(sigs <-chan os.Signal) { // Ctrl-C (signals.go): no half file left
+		<-sigs
+		os.Remove(tmp.Name())
+		fail(130, "save: interrupted; %s not written", file)
+	}(catchSignals())
 	tw := tar.NewWriter(tmp)
 	err = addBytes(tw, ocispec.ImageLayoutFile, layout)
 	if err == nil {
@@ -83,12 +91,17 @@ func (s *store) save(img *image, file string) error {
 		err = tw.Close()
 	}
 	if err == nil {
+		err = tmp.Chmod(0o644) // a file to hand around, not root's alone
+	}
+	if err == nil {
 		err = tmp.Close()
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), file)
 	}
-	narrate("tar -cf %s oci-layout index.json blobs/sha256/…   # %d blobs", file, len(blobs))
+	if err == nil {
+		narrate("tar -cf %s oci-layout index.json blobs/sha256/…   # %d blobs", file, len(blobs))
+	}
 	return err
 }
 
@@ -99,7 +112,7 @@ func (s *store) toOCI(img *image) (ocispec.Descriptor, error) {
 	m.MediaType, m.Config.MediaType = ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageConfig
 	m.Layers = append([]ocispec.Descriptor{}, m.Layers...)
 	for i := range m.Layers {
-		m.Layers[i].MediaType = ocispec.MediaTypeImageLayerGzip // docker's rootfs.diff.tar.gzip
+		m.Layers[i].MediaType = ociLayerType(m.Layers[i].MediaType) // store.go
 	}
 	d, size, err := s.putJSON(m)
 	return ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: size}, err

@@ -21,7 +21,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -74,7 +73,7 @@ func build(args []string) int {
 		}
 		fmt.Printf(" ---> %s\n", b.img.ID())
 	}
-	if err := b.s.tag(*name, b.img.Manifest); err != nil {
+	if err := b.s.tag(*name, b.img.desc); err != nil {
 		fail(1, "build: %v", err)
 	}
 	full, _ := normalizeName(*name)
@@ -123,14 +122,17 @@ func (b *builder) step(in instruction) error {
 			return err
 		}
 	}
-	key := digest.FromString(b.img.Manifest.Digest.String() + "\n" + in.text + "\n" + content).Encoded()
+	key := digest.FromString(b.img.desc.Digest.String() + "\n" + in.text + "\n" + content).Encoded()
+	if in.cmd == "CMD" { // before the cache: a later ENTRYPOINT keeps this CMD
+		b.cmdSet = true
+	}
 	if b.fromCache(key) {
 		fmt.Println(" ---> Using cache")
 		return nil
 	}
 	switch in.cmd {
 	case "COPY", "ADD":
-		err = b.copy(in, files, content)
+		err = b.copyFiles(in, files, content)
 	case "RUN":
 		err = b.run(in)
 	default:
@@ -150,7 +152,7 @@ func (b *builder) step(in instruction) error {
 // from starts the build with an image of the store, or with nothing.
 func (b *builder) from(ref string) error {
 	if ref == "scratch" { // no layer, an empty config
-		b.img = &image{config: ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}, RootFS: ocispec.RootFS{Type: "layers"}}}
+		b.img = &image{config: ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH}, RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{}}}}
 		_, err := b.s.writeImage(b.img)
 		return err
 	}
@@ -207,6 +209,8 @@ func (b *builder) run(in instruction) error {
 	cmd := exec.CommandContext(b.stopped, "/proc/self/exe", args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) } // run kills its container
+	// And if this build is killed (SIGKILL), so is RUN's stage (prctl(2)).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
@@ -223,22 +227,10 @@ func (b *builder) run(in instruction) error {
 	return b.putLayer(createdBy, upper, func(w io.Writer) error { return writeLayerTar(upper, w) }) // commit.go
 }
 
-// putLayer stores the tar that write writes as a blob and adds it on top.
-// The layers are uncompressed: diff_id, the digest of the tar, is the blob's.
+// putLayer adds the tar that write writes (the files of from) as a layer
+// on top of the image so far (commit.go).
 func (b *builder) putLayer(createdBy, from string, write func(io.Writer) error) error {
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(write(pw)) }()
-	defer pr.Close() // a failed putBlob stops the writer
-	layer, size, err := b.s.putBlob(pr, "")
-	if err != nil {
-		return err
-	}
-	narrate("tar -cf - -C %s . > %s", from, b.s.blobPath(layer))
-	m, cfg := &b.img.manifest, &b.img.config
-	m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: layer, Size: size})
-	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer)
-	b.history(createdBy, false)
-	return nil
+	return b.img.addLayer(b.s, createdBy, from, write)
 }
 
 // removeContainer removes RUN's kept container: rm -rf $ROOT/containers/ID.
@@ -253,11 +245,7 @@ func (b *builder) removeContainer(cidfile string) {
 	}
 }
 
-func (b *builder) history(createdBy string, empty bool) {
-	now := time.Now().UTC()
-	b.img.config.Created = &now
-	b.img.config.History = append(b.img.config.History, ocispec.History{Created: &now, CreatedBy: createdBy, EmptyLayer: empty})
-}
+func (b *builder) history(createdBy string, empty bool) { b.img.addHistory(createdBy, empty) }
 
 // configure does what CMD, ENTRYPOINT, ENV, WORKDIR, LABEL, EXPOSE and
 // USER do: change the config, no layer. $VAR comes from the config's Env
@@ -268,7 +256,7 @@ func (b *builder) configure(in instruction) error {
 	arg := func(i int) string { return expand(in.args[i], in.escape, env) } // dockerfile.go
 	switch in.cmd {
 	case "CMD":
-		cfg.Cmd, b.cmdSet = shellOrExec(in), true
+		cfg.Cmd = shellOrExec(in)
 	case "ENTRYPOINT":
 		if cfg.Entrypoint = shellOrExec(in); !b.cmdSet {
 			cfg.Cmd = nil // the base image's CMD was for its entrypoint

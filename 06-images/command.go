@@ -36,7 +36,7 @@ func execCommand(rootfs string, command []string) {
 		must(os.Chdir(p.Dir), "cd %s", p.Dir)
 	}
 	if p.User != "" {
-		env = switchUser(p.User, env)
+		env = switchUser(p.User, env, lookupEnv(p.Env, "HOME") == "")
 	}
 	os.Setenv("PATH", lookupEnv(env, "PATH")) // LookPath searches the container's PATH
 	path, err := exec.LookPath(command[0])
@@ -90,22 +90,26 @@ func lookupEnv(env []string, key string) string {
 }
 
 // switchUser becomes USER[:GROUP] (names looked up in the container's own
-// /etc/passwd and /etc/group, as docker does) and sets HOME to the user's:
+// /etc/passwd and /etc/group, as docker does) and sets HOME to the user's
+// unless setHome is false:
 // setgroups(2), setgid(2), setuid(2), in that order, while still root.
-func switchUser(spec string, env []string) []string {
+func switchUser(spec string, env []string, setHome bool) []string {
 	name, group, _ := strings.Cut(spec, ":")
 	uid, gid, home, ok := lookupID("/etc/passwd", name)
 	if !ok {
-		fail(1, "user %s: not a number and not in the image's /etc/passwd", name)
+		fail(1, "user %s: not a number, and no valid entry in the image's /etc/passwd", name)
 	}
 	if group != "" {
 		if gid, _, _, ok = lookupID("/etc/group", group); !ok {
-			fail(1, "group %s: not a number and not in the image's /etc/group", group)
+			fail(1, "group %s: not a number, and no valid entry in the image's /etc/group", group)
 		}
 	}
 	must(syscall.Setgroups([]int{gid}), "setpriv --groups=%d   # setgroups(2)", gid)
 	must(syscall.Setgid(gid), "setpriv --regid=%d   # setgid(2)", gid)
 	must(syscall.Setuid(uid), "setpriv --reuid=%d   # setuid(2)", uid)
+	if !setHome {
+		return env // the image's ENV or -e said HOME: it stays
+	}
 	if home == "" {
 		home = "/" // docker's, for a user the image's /etc/passwd lacks
 	}
@@ -124,17 +128,22 @@ func lookupID(file, name string) (id, gid int, home string, ok bool) {
 		return id, 0, "", ok
 	}
 	defer f.Close()
+	passwd := strings.HasSuffix(file, "passwd")
 	for lines := bufio.NewScanner(f); lines.Scan(); {
 		fields := strings.Split(lines.Text(), ":") // name:x:uid:gid:gecos:home:shell
 		if len(fields) < 3 || (fields[0] != name && fields[2] != name) {
 			continue
 		}
-		id, _ = strconv.Atoi(fields[2])
-		if len(fields) >= 6 {
-			gid, _ = strconv.Atoi(fields[3])
+		// A malformed entry is no entry: never root by a parse error.
+		var err1, err2 error
+		id, err1 = strconv.Atoi(fields[2])
+		if passwd && len(fields) >= 6 {
+			gid, err2 = strconv.Atoi(fields[3])
 			home = fields[5]
+		} else if passwd {
+			err2 = errors.New("short entry")
 		}
-		return id, gid, home, true
+		return id, gid, home, err1 == nil && err2 == nil && id >= 0 && gid >= 0
 	}
 	return id, 0, "", ok
 }

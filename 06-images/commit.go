@@ -101,18 +101,10 @@ func commitImage(root, dir, name string) int {
 	if err != nil {
 		fail(1, "commit: %v", err)
 	}
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeLayerTar(filepath.Join(dir, "upper"), pw)) }()
-	layer, size, err := s.putBlob(pr, "")
-	if err != nil {
+	upper := filepath.Join(dir, "upper")
+	if err := img.addLayer(s, stage+" commit "+filepath.Base(dir), upper, func(w io.Writer) error { return writeLayerTar(upper, w) }); err != nil {
 		fail(1, "commit: %v", err)
 	}
-	narrate("tar -cf - -C %s/upper . > %s", dir, s.blobPath(layer))
-	now := time.Now().UTC()
-	img.manifest.Layers = append(img.manifest.Layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: layer, Size: size})
-	img.config.RootFS.DiffIDs = append(img.config.RootFS.DiffIDs, layer) // uncompressed: the same digest
-	img.config.History = append(img.config.History, ocispec.History{Created: &now, CreatedBy: stage + " commit " + filepath.Base(dir)})
-	img.config.Created = &now
 	desc, err := s.writeImage(img)
 	if err == nil {
 		err = s.tag(name, desc)
@@ -122,6 +114,32 @@ func commitImage(root, dir, name string) int {
 	}
 	fmt.Printf("sha256:%s\n", img.manifest.Config.Digest.Encoded()) // the image id, as docker prints it
 	return 0
+}
+
+// addLayer stores the tar that write writes (the files of from) as a blob
+// and puts it on top of img: one more layer, its diff_id (the same digest:
+// the tar is not compressed) and a history entry. Commit and build's COPY,
+// ADD and RUN all make their layers so.
+func (img *image) addLayer(s *store, createdBy, from string, write func(io.Writer) error) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(write(pw)) }()
+	defer pr.Close() // a failed putBlob stops the writer
+	layer, size, err := s.putBlob(pr, "")
+	if err != nil {
+		return err
+	}
+	narrate("tar -cf - -C %s . > %s", from, s.blobPath(layer))
+	img.manifest.Layers = append(img.manifest.Layers, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Digest: layer, Size: size})
+	img.config.RootFS.DiffIDs = append(img.config.RootFS.DiffIDs, layer)
+	img.addHistory(createdBy, false)
+	return nil
+}
+
+// addHistory records one step in the config's history, and when.
+func (img *image) addHistory(createdBy string, empty bool) {
+	now := time.Now().UTC()
+	img.config.Created = &now
+	img.config.History = append(img.config.History, ocispec.History{Created: &now, CreatedBy: createdBy, EmptyLayer: empty})
 }
 
 // addToLayer writes one file of upper as tar entries.

@@ -22,6 +22,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A layerFile is one entry of a COPY or ADD layer: its tar header (its
@@ -30,9 +32,12 @@ type layerFile struct {
 	hdr     *tar.Header
 	src     string // a regular file of the context, or ADD's archive
 	archive bool   // src's entries go into the directory hdr.Name is in
+	digest  string // sha256 of src as planned (hash): the copy must find the same bytes
 }
 
 // layerFiles are a step's entries by name in the image: "srv/app/a.txt".
+// A nil entry is a directory whose header addParents fills in from the
+// image below, so that COPY into /tmp keeps /tmp's mode.
 type layerFiles map[string]*layerFile
 
 // names are the entries in path order: a directory before its contents.
@@ -70,7 +75,7 @@ func (b *builder) plan(in instruction) (files layerFiles, content string, err er
 	files = layerFiles{}
 	for _, src := range srcs {
 		if in.cmd == "ADD" && strings.Contains(src, "://") {
-			return nil, "", fmt.Errorf("ADD %s: URLs are not in stage 06 (RUN wget … does it)", src)
+			return nil, "", fmt.Errorf("ADD %s: URLs are not in %s (RUN wget … does it)", src, stage)
 		}
 		names, reals, err := b.contextFiles(src)
 		if err == nil && (len(srcs) > 1 || len(names) > 1) && !slash {
@@ -131,8 +136,11 @@ func planSource(files layerFiles, add bool, name, real, dest string, intoDir boo
 			return addContextFile(files, p, path.Join(into, filepath.ToSlash(rel)))
 		})
 	case add && isArchive(real):
-		key := path.Join(into, "\x00"+filepath.Base(real)) // sorts first in into
-		files[key] = &layerFile{hdr: &tar.Header{Name: key}, src: real, archive: true}
+		// The key starts with a NUL, which no file name holds, so the
+		// archive's entries are written right after the directory into
+		// and before any other file COPY or ADD puts in there.
+		key := path.Join(into, "\x00"+filepath.Base(real))
+		files[key] = &layerFile{hdr: &tar.Header{Name: key, Size: info.Size()}, src: real, archive: true}
 		if into != "" {
 			files[into] = nil
 		}
@@ -155,6 +163,9 @@ func addContextFile(files layerFiles, src, name string) error {
 		}
 	} else if err == nil && !info.Mode().IsRegular() && !info.IsDir() {
 		err = fmt.Errorf("%s: only files, directories and symlinks are copied", src)
+	}
+	if err == nil && strings.HasPrefix(path.Base(name), ".wh.") {
+		err = fmt.Errorf("/%s: a whiteout name: unpacked, it would delete %s of the image below", name, strings.TrimPrefix(path.Base(name), ".wh."))
 	}
 	var hdr *tar.Header
 	if err == nil && name != "" {
@@ -221,30 +232,31 @@ func lowerDir(lowers []string, name string) (*layerFile, bool) {
 	return &layerFile{hdr: &tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}}, false
 }
 
-// hash is the content part of the cache key.
+// hash is the content part of the cache key: a line per entry with its
+// name, mode, owner, type, size, link target and the sha256 of its bytes,
+// each field quoted or a number, so that no two different sets of files
+// give the same lines. The digests stay in the files: copy checks that
+// it copies those bytes.
 func (files layerFiles) hash() (string, error) {
 	h := sha256.New()
 	for _, name := range files.names() {
 		f := files[name]
-		fmt.Fprintf(h, "%q %o %c %q\n", name, f.hdr.Mode, f.hdr.Typeflag, f.hdr.Linkname)
-		if f.src == "" {
-			continue
+		if f.src != "" {
+			var err error
+			if f.digest, err = readContextFile(f.src, f.hdr.Size, io.Discard); err != nil {
+				return "", err
+			}
 		}
-		r, err := os.Open(f.src)
-		if err == nil {
-			_, err = io.Copy(h, r)
-			r.Close()
-		}
-		if err != nil {
-			return "", err
-		}
+		fmt.Fprintf(h, "%q %o %d:%d %d %d %q %s\n", name, f.hdr.Mode, f.hdr.Uid, f.hdr.Gid, f.hdr.Typeflag, f.hdr.Size, f.hdr.Linkname, f.digest)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// copy stores the files as a layer: in path order, numeric owners, whole
+// copyFiles stores the files as a layer: in path order, numeric owners, whole
 // seconds (commit.go's writeHeader), so the same files give the same tar.
-func (b *builder) copy(in instruction, files layerFiles, content string) error {
+// A context file whose bytes are not the ones planned fails the step: the
+// layer stream then errors and its blob never enters the store.
+func (b *builder) copyFiles(in instruction, files layerFiles, content string) error {
 	dest := expand(in.args[len(in.args)-1], in.escape, b.img.config.Config.Env)
 	createdBy := fmt.Sprintf("/bin/sh -c #(nop) %s files:%s in %s ", in.cmd, content[:12], dest)
 	return b.putLayer(createdBy, b.context, func(w io.Writer) error {
@@ -252,9 +264,9 @@ func (b *builder) copy(in instruction, files layerFiles, content string) error {
 		for _, name := range files.names() {
 			f, err := files[name], error(nil)
 			if f.archive {
-				err = extractArchive(tw, f.src, path.Dir(name))
-			} else {
-				err = copyContent(tw, f.hdr, f.src, writeHeader(tw, f.hdr)) // commit.go
+				err = extractArchive(tw, f, path.Dir(name))
+			} else if err = writeHeader(tw, f.hdr); err == nil && f.src != "" { // commit.go
+				err = copyContextFile(tw, f)
 			}
 			if err != nil {
 				return err
@@ -262,6 +274,80 @@ func (b *builder) copy(in instruction, files layerFiles, content string) error {
 		}
 		return tw.Close()
 	})
+}
+
+// copyContextFile writes a planned file's bytes, the ones hash saw.
+func copyContextFile(w io.Writer, f *layerFile) error {
+	sum, err := readContextFile(f.src, f.hdr.Size, w)
+	if err == nil && sum != f.digest {
+		err = changed(f.src, errors.New("its bytes are not the ones planned"))
+	}
+	return err
+}
+
+// readContextFile copies the size bytes of context file src to w and
+// returns their sha256. Between the plan and the copy the context's owner
+// may swap a file for a symlink to /etc/shadow: so every component of
+// src's real path is opened without following a symlink, the file must
+// be a regular file of the planned size, and the caller compares digests.
+func readContextFile(src string, size int64, w io.Writer) (string, error) {
+	f, err := openNoFollow(src)
+	if err != nil {
+		return "", changed(src, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	_, err = io.CopyN(io.MultiWriter(w, h), f, size)
+	if err == io.EOF {
+		return "", changed(src, errors.New("it is shorter than planned"))
+	}
+	if err != nil {
+		return "", err
+	}
+	if n, _ := f.Read(make([]byte, 1)); n > 0 {
+		return "", changed(src, errors.New("it is longer than planned"))
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func changed(src string, err error) error {
+	return fmt.Errorf("context file %s changed during the build: %w", src, err)
+}
+
+// openNoFollow opens the regular file at the real path src one component
+// at a time from /, following no symlink (O_NOFOLLOW, as unpack.go's
+// openBeneath): a component swapped for a symlink fails with ELOOP or
+// ENOTDIR. O_NONBLOCK: a FIFO swapped in cannot hang the build.
+func openNoFollow(src string) (*os.File, error) {
+	fd, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	parts := strings.Split(strings.TrimPrefix(filepath.Clean(src), "/"), "/")
+	for i, part := range parts {
+		if err != nil {
+			break
+		}
+		flags := unix.O_DIRECTORY | unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i == len(parts)-1 {
+			flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+		}
+		next, e := unix.Openat(fd, part, flags, 0)
+		unix.Close(fd)
+		fd, err = next, e
+	}
+	if err != nil {
+		if err == unix.ELOOP || err == unix.ENOTDIR {
+			err = fmt.Errorf("%w: a symlink on the way", err)
+		}
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), src)
+	if info, err := f.Stat(); err != nil || !info.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("not a regular file but %s", info.Mode().Type())
+		}
+		return nil, err
+	}
+	return f, nil
 }
 
 // archiveReader reads ADD's local archive: a tar, or a tar compressed by
@@ -286,7 +372,7 @@ func archiveReader(f io.Reader) (r io.Reader, ok bool) {
 }
 
 func isArchive(src string) bool {
-	f, err := os.Open(src)
+	f, err := openNoFollow(src)
 	if err != nil {
 		return false
 	}
@@ -297,18 +383,26 @@ func isArchive(src string) bool {
 
 // extractArchive copies ADD's archive's entries below dest, checked as
 // unpack.go checks a layer: no name that climbs out, no whiteout, no
-// device, links only inside. Their owners, modes and times stay.
-func extractArchive(tw *tar.Writer, src, dest string) error {
-	f, err := os.Open(src)
+// device, links only inside. Their owners, modes and times stay. The
+// archive is read as a context file is (readContextFile) and must be the
+// one planned: every byte read is hashed, the rest after the tar too.
+func extractArchive(tw *tar.Writer, archive *layerFile, dest string) error {
+	src := archive.src
+	f, err := openNoFollow(src)
 	if err != nil {
-		return err
+		return changed(src, err)
 	}
 	defer f.Close()
-	r, _ := archiveReader(f)
+	h := sha256.New()
+	raw := io.TeeReader(f, h)
+	r, ok := archiveReader(raw)
+	if !ok {
+		return changed(src, errors.New("it is no longer a tar archive"))
+	}
 	for tr := tar.NewReader(r); ; {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			break
 		}
 		if err == nil {
 			err = extractEntry(tw, tr, hdr, dest)
@@ -317,6 +411,13 @@ func extractArchive(tw *tar.Writer, src, dest string) error {
 			return fmt.Errorf("ADD %s: %w", filepath.Base(src), err)
 		}
 	}
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		return err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != archive.digest {
+		return changed(src, errors.New("its bytes are not the ones planned"))
+	}
+	return nil
 }
 
 func extractEntry(tw *tar.Writer, tr *tar.Reader, hdr *tar.Header, dest string) error {
@@ -327,10 +428,9 @@ func extractEntry(tw *tar.Writer, tr *tar.Reader, hdr *tar.Header, dest string) 
 	out := &tar.Header{Name: path.Join(dest, name), Typeflag: hdr.Typeflag, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid, Size: hdr.Size, ModTime: hdr.ModTime}
 	switch {
 	case err != nil:
+	case strings.HasPrefix(path.Base(name), ".wh."): // whatever its type: unpacked, the name alone deletes
+		err = errors.New("a whiteout name: an archive holds files, not deletions")
 	case hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeDir:
-		if strings.HasPrefix(path.Base(name), ".wh.") {
-			err = errors.New("a whiteout name: an archive holds files, not deletions")
-		}
 	case hdr.Typeflag == tar.TypeSymlink:
 		out.Linkname, err = hdr.Linkname, checkLink(name, hdr.Linkname)
 	case hdr.Typeflag == tar.TypeLink:

@@ -24,7 +24,7 @@ type instruction struct {
 	escape byte     // `\`, or the directive's escape character: for expand
 }
 
-// supported is what stage 06 builds; the others are docker's and named as such.
+// supported is what this stage builds; the others are docker's and named as such.
 const supported, notInStage = " FROM COPY ADD RUN CMD ENTRYPOINT ENV WORKDIR LABEL EXPOSE USER ",
 	" ARG ONBUILD STOPSIGNAL HEALTHCHECK SHELL VOLUME MAINTAINER "
 
@@ -90,7 +90,7 @@ func checkStages(name string, list []instruction) error {
 	}
 	for _, in := range list[1:] {
 		if in.cmd == "FROM" {
-			return fmt.Errorf("%s:%d: a second FROM (a multi-stage build) is not in stage 06: final/ has multi-stage", name, in.line)
+			return fmt.Errorf("%s:%d: a second FROM (a multi-stage build) is not in %s: final/ has multi-stage", name, in.line, stage)
 		}
 	}
 	return nil
@@ -108,17 +108,17 @@ func parseInstruction(name string, line int, text string, escape byte) (instruct
 	}
 	switch {
 	case strings.Contains(notInStage, " "+in.cmd+" "):
-		return bad("%s is not in stage 06, which builds%s", in.cmd, strings.TrimRight(supported, " "))
+		return bad("%s is not in %s, which builds%s", in.cmd, stage, strings.TrimRight(supported, " "))
 	case !strings.Contains(supported, " "+in.cmd+" "):
 		return bad("unknown instruction %q", word)
 	case strings.HasPrefix(rest, "--"): // COPY --chown=…, RUN --mount=…
-		return bad("%s %s: flags are not in stage 06", in.cmd, strings.Fields(rest)[0])
+		return bad("%s %s: flags are not in %s", in.cmd, strings.Fields(rest)[0], stage)
 	}
 	switch in.cmd {
 	case "FROM":
 		in.args = strings.Fields(rest)
 		if len(in.args) == 3 && strings.EqualFold(in.args[1], "AS") {
-			return bad("FROM %s AS %s: a named stage (a multi-stage build) is not in stage 06: final/ has multi-stage", in.args[0], in.args[2])
+			return bad("FROM %s AS %s: a named stage (a multi-stage build) is not in %s: final/ has multi-stage", in.args[0], in.args[2], stage)
 		}
 		if len(in.args) != 1 {
 			return bad("FROM needs one image (or scratch)")

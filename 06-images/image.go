@@ -26,7 +26,7 @@ func (img *image) layerDirs(root string, s *store) ([]string, error) {
 	var dirs []string
 	for _, l := range img.manifest.Layers {
 		if !strings.HasSuffix(l.MediaType, ".tar") && !strings.HasSuffix(l.MediaType, "gzip") {
-			return nil, fmt.Errorf("layer %s: %s: stage 06 reads tar and gzip layers (final/ reads zstd too)", l.Digest, l.MediaType)
+			return nil, fmt.Errorf("layer %s: %s: %s reads tar and gzip layers (zstd is for final/)", l.Digest, l.MediaType, stage)
 		}
 		dir := filepath.Join(root, "layers", l.Digest.Encoded())
 		if _, err := os.Stat(dir); err != nil {
@@ -97,7 +97,7 @@ func (p *process) passTo(cmd *exec.Cmd) {
 
 // recordImage writes which image a container runs, for `commit ID NAME`.
 func (c *container) recordImage(img *image) error {
-	return os.WriteFile(filepath.Join(c.dir, "image"), []byte(img.Manifest.Digest.String()), 0o644)
+	return os.WriteFile(filepath.Join(c.dir, "image"), []byte(img.desc.Digest.String()), 0o644)
 }
 
 // runImage resolves `run IMAGE [--] [CMD...]`: the image's layers, under

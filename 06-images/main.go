@@ -124,7 +124,13 @@ func run(args []string) int {
 	flags.Func("p", "", func(s string) error { p, err := parsePort(s); ports = append(ports, p); return err })
 	root := flags.String("root", "", "")
 	var proc process // -e, -w, -u (image.go)
-	flags.Func("e", "", func(kv string) error { proc.Env = append(proc.Env, kv); return nil })
+	flags.Func("e", "", func(kv string) error {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("-e %s: expected NAME=VALUE", kv)
+		}
+		proc.Env = append(proc.Env, kv)
+		return nil
+	})
 	flags.StringVar(&proc.Dir, "w", "", "")
 	flags.StringVar(&proc.User, "u", "", "")
 	var entrypoint *string
@@ -135,15 +141,15 @@ func run(args []string) int {
 	}
 	rest := flags.Args()
 	var img *image
-	path := len(rest) > 0 && strings.IndexAny(rest[0], "/.") == 0 // a ROOTFS, not an IMAGE
+	isRootfs := len(rest) > 0 && strings.IndexAny(rest[0], "/.") == 0 // a path: no image name starts so
 	// ROOTFS -- CMD: ROOTFS is the bottom layer.
-	if len(rest) >= 2 && rest[1] == "--" && path {
+	if len(rest) >= 2 && rest[1] == "--" && isRootfs {
 		layers = append([]string{rest[0]}, layers...)
 		if info, err := os.Stat(rest[0]); err != nil || !info.IsDir() {
 			fail(1, "rootfs %s: not a directory (build one with `minibox rootfs`)", rest[0])
 		}
 		rest = rest[2:]
-	} else if len(rest) > 0 && !path && (len(rest) == len(args) || args[len(args)-len(rest)-1] != "--") {
+	} else if len(rest) > 0 && !isRootfs && (len(rest) == len(args) || args[len(args)-len(rest)-1] != "--") {
 		// IMAGE [--] [CMD...]: the image's layers at the bottom (image.go)
 		img, layers, rest = runImage(dataRoot(*root), rest[0], layers, entrypoint, rest[1:])
 		proc.fromImage(img.config.Config)

@@ -69,12 +69,16 @@ func pullImage(ctx context.Context, root string, ref reference, insecure bool) e
 	if ref.digest != "" {
 		tagOrDigest = ref.digest.String()
 	}
-	data, manifest, err := r.manifest(tagOrDigest, ref.digest)
+	data, manifest, err := r.manifest(tagOrDigest, ref.digest, false)
 	if err != nil {
 		return err
 	}
 	var m ocispec.Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
+	err = json.Unmarshal(data, &m)
+	if err == nil {
+		err = checkDigests(m) // before any digest becomes a file name (store.go)
+	}
+	if err != nil {
 		return fmt.Errorf("manifest %s: %w", manifest.Digest, err)
 	}
 	fmt.Printf("manifest %s  %s\n", manifest.Digest, manifest.MediaType)
@@ -95,6 +99,9 @@ func pullImage(ctx context.Context, root string, ref reference, insecure bool) e
 		_, err = img.layerDirs(root, s) // unpacked now, so that run starts at once
 	}
 	if err == nil {
+		err = ctx.Err() // a Ctrl-C during the unpack: no name
+	}
+	if err == nil {
 		err = s.tag(ref.String(), manifest)
 	}
 	if err != nil {
@@ -104,10 +111,14 @@ func pullImage(ctx context.Context, root string, ref reference, insecure bool) e
 	return nil
 }
 
+// maxManifest bounds what a registry may send as a manifest or an index
+// (4 MiB, as the distribution spec suggests).
+const maxManifest = 4 << 20
+
 // manifest fetches a manifest by tag or digest and checks its digest
 // (against want, and against the registry's Docker-Content-Digest). An
 // index lists one manifest per platform: the host's is fetched in turn.
-func (r *registry) manifest(tagOrDigest string, want digest.Digest) ([]byte, ocispec.Descriptor, error) {
+func (r *registry) manifest(tagOrDigest string, want digest.Digest, inIndex bool) ([]byte, ocispec.Descriptor, error) {
 	resp, err := r.get("/v2/"+r.repository+"/manifests/"+tagOrDigest, manifestTypes)
 	if err != nil {
 		return nil, ocispec.Descriptor{}, err
@@ -116,7 +127,10 @@ func (r *registry) manifest(tagOrDigest string, want digest.Digest) ([]byte, oci
 	if err := r.check(resp, "manifest "+tagOrDigest); err != nil {
 		return nil, ocispec.Descriptor{}, err
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxManifest+1))
+	if err == nil && len(data) > maxManifest {
+		err = fmt.Errorf("over %d bytes: not a manifest", maxManifest)
+	}
 	if err != nil {
 		return nil, ocispec.Descriptor{}, fmt.Errorf("manifest %s: %w", tagOrDigest, err)
 	}
@@ -130,6 +144,9 @@ func (r *registry) manifest(tagOrDigest string, want digest.Digest) ([]byte, oci
 	if !strings.Contains(mediaType, "index") && !strings.Contains(mediaType, "list") {
 		return data, desc, nil
 	}
+	if inIndex {
+		return nil, desc, fmt.Errorf("index %s: an index inside an index", got)
+	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(data, &idx); err != nil {
 		return nil, desc, fmt.Errorf("index %s: %w", got, err)
@@ -139,9 +156,9 @@ func (r *registry) manifest(tagOrDigest string, want digest.Digest) ([]byte, oci
 		if m.Platform == nil {
 			continue
 		}
-		if m.Platform.OS == "linux" && m.Platform.Architecture == runtime.GOARCH {
+		if m.Platform.OS == "linux" && m.Platform.Architecture == runtime.GOARCH && m.Digest.Validate() == nil {
 			fmt.Printf("index    %s  linux/%s → %s\n", got, runtime.GOARCH, m.Digest)
-			return r.manifest(m.Digest.String(), m.Digest)
+			return r.manifest(m.Digest.String(), m.Digest, true)
 		}
 		platforms = append(platforms, m.Platform.OS+"/"+m.Platform.Architecture)
 	}

@@ -41,13 +41,15 @@ func parseReference(s string) (reference, error) {
 			return r, fmt.Errorf("image %q: bad tag %q", s, r.tag)
 		}
 	}
+	r.registry = "docker.io"
 	if i := strings.Index(name, "/"); i > 0 && (strings.ContainsAny(name[:i], ".:") || name[:i] == "localhost") {
 		r.registry, name = name[:i], name[i+1:]
-	} else {
+	}
+	if r.registry == "index.docker.io" {
 		r.registry = "docker.io"
-		if !strings.Contains(name, "/") {
-			name = "library/" + name
-		}
+	}
+	if r.registry == "docker.io" && !strings.Contains(name, "/") {
+		name = "library/" + name // Docker Hub's official images
 	}
 	if !repositoryName.MatchString(name) {
 		return r, fmt.Errorf("image %q: expected [REGISTRY/]NAME[:TAG|@sha256:HEX], NAME in lower case", s)

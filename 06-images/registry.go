@@ -94,7 +94,7 @@ func (r *registry) ping() error {
 func (r *registry) login(challenge string) error {
 	scheme, params := parseChallenge(challenge)
 	if !strings.EqualFold(scheme, "bearer") || params["realm"] == "" {
-		return fmt.Errorf("%s wants %q authentication: stage 06 pulls anonymously (final/ has login)", r.base, challenge)
+		return fmt.Errorf("%s wants %q authentication: "+stage+" pulls anonymously (final/ will have login)", r.base, challenge)
 	}
 	q := url.Values{"scope": {"repository:" + r.repository + ":pull"}}
 	if params["service"] != "" {
@@ -155,7 +155,7 @@ func (r *registry) do(url string, accept ...string) (*http.Response, error) {
 		req.Header.Set("Accept", strings.Join(accept, ", "))
 		curl += " -H 'Accept: " + strings.Join(accept, ", ") + "'"
 	}
-	if r.token != "" && strings.HasPrefix(url, r.base) {
+	if r.token != "" && strings.HasPrefix(url, r.base+"/") { // never to another host
 		req.Header.Set("Authorization", "Bearer "+r.token)
 		curl += " -H 'Authorization: Bearer …'"
 	}
@@ -199,7 +199,7 @@ func (r *registry) check(resp *http.Response, what string) error {
 	case resp.StatusCode == http.StatusNotFound:
 		return fmt.Errorf("%s: not found (no such repository, tag or blob): %s", where, detail)
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return fmt.Errorf("%s: access refused (%s): stage 06 pulls anonymously; is the name right?", where, detail)
+		return fmt.Errorf("%s: access refused (%s): %s pulls anonymously; is the name right?", where, detail, stage)
 	case resp.StatusCode == http.StatusTooManyRequests:
 		return fmt.Errorf("%s: too many requests (%s): the registry limits pulls, wait and try again", where, detail)
 	case resp.StatusCode >= 500:

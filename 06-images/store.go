@@ -82,6 +82,7 @@ func (s *store) putBlob(r io.Reader, want digest.Digest) (digest.Digest, int64, 
 	if err := os.Rename(tmp.Name(), s.blobPath(got)); err != nil {
 		return "", 0, fmt.Errorf("image store: %w", err)
 	}
+	narrate("mv %s %s   # its sha256, checked", tmp.Name(), s.blobPath(got))
 	return got, size, nil
 }
 
@@ -109,10 +110,11 @@ func (s *store) readJSON(d digest.Digest, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-// image is one image: its name (if any), its manifest and its config.
+// image is one image: its name (if any), its manifest's descriptor (the
+// digest that names it), the manifest and the config.
 type image struct {
 	Name     string
-	Manifest ocispec.Descriptor
+	desc     ocispec.Descriptor
 	manifest ocispec.Manifest
 	config   ocispec.Image
 }
@@ -120,37 +122,70 @@ type image struct {
 // ID is docker's image id: the config's digest, 12 hex digits of it.
 func (img *image) ID() string { return img.manifest.Config.Digest.Encoded()[:12] }
 
-// loadImage reads a manifest and its config from the store.
+// loadImage reads a manifest and its config from the store, and checks
+// every digest they name before any becomes a file name.
 func (s *store) loadImage(manifest digest.Digest) (*image, error) {
-	img := &image{Manifest: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: manifest}}
+	img := &image{desc: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: manifest}}
 	if err := s.readJSON(manifest, &img.manifest); err != nil {
 		return nil, err
 	}
+	if err := checkDigests(img.manifest); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", manifest, err)
+	}
 	if info, err := os.Stat(s.blobPath(manifest)); err == nil {
-		img.Manifest.Size = info.Size()
+		img.desc.Size = info.Size()
 	}
 	if img.manifest.MediaType != "" {
-		img.Manifest.MediaType = img.manifest.MediaType
+		img.desc.MediaType = img.manifest.MediaType
 	}
-	return img, s.readJSON(img.manifest.Config.Digest, &img.config)
+	if err := s.readJSON(img.manifest.Config.Digest, &img.config); err != nil {
+		return nil, err
+	}
+	if len(img.config.RootFS.DiffIDs) != len(img.manifest.Layers) {
+		return nil, fmt.Errorf("manifest %s: %d layers, its config %d diff_ids", manifest, len(img.manifest.Layers), len(img.config.RootFS.DiffIDs))
+	}
+	return img, nil
+}
+
+// checkDigests checks that the config's and layers' digests are sha256
+// digests: they come from outside and become paths (blobs/sha256/HEX,
+// layers/HEX), so "sha256:../../etc" must never get that far.
+func checkDigests(m ocispec.Manifest) error {
+	for _, d := range append([]ocispec.Descriptor{m.Config}, m.Layers...) {
+		if err := d.Digest.Validate(); err != nil || d.Digest.Algorithm() != digest.SHA256 {
+			return fmt.Errorf("bad digest %q: expected sha256:<64 hex digits>", d.Digest)
+		}
+	}
+	return nil
 }
 
 // writeImage stores img's config, then its manifest (blobs first: an
-// index entry never points to a missing blob).
+// index entry never points to a missing blob). The manifest is an OCI one,
+// whatever the base image's was: Docker's layer types become OCI's.
 func (s *store) writeImage(img *image) (ocispec.Descriptor, error) {
 	cfg, size, err := s.putJSON(img.config)
 	if err != nil {
 		return ocispec.Descriptor{}, err
 	}
-	img.manifest.Versioned = ocispecVersioned
-	img.manifest.MediaType = ocispec.MediaTypeImageManifest
-	img.manifest.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cfg, Size: size}
-	if img.manifest.Layers == nil {
-		img.manifest.Layers = []ocispec.Descriptor{} // "layers": [] for scratch, as the spec wants
+	m := &img.manifest
+	m.Versioned, m.MediaType, m.Annotations, m.Subject = ocispecVersioned, ocispec.MediaTypeImageManifest, nil, nil
+	m.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cfg, Size: size}
+	m.Layers = append([]ocispec.Descriptor{}, m.Layers...) // "layers": [] for scratch, as the spec wants
+	for i := range m.Layers {
+		m.Layers[i].MediaType = ociLayerType(m.Layers[i].MediaType)
 	}
 	d, size, err := s.putJSON(img.manifest)
-	img.Manifest = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: size}
-	return img.Manifest, err
+	img.desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: d, Size: size}
+	return img.desc, err
+}
+
+// ociLayerType is the OCI media type of a layer: Docker's
+// rootfs.diff.tar.gzip is OCI's tar+gzip.
+func ociLayerType(mediaType string) string {
+	if strings.HasPrefix(mediaType, "application/vnd.docker.") {
+		return ocispec.MediaTypeImageLayerGzip
+	}
+	return mediaType
 }
 
 // lookup finds an image by name (busybox, 127.0.0.1:5000/x:1), by id (as
@@ -208,7 +243,7 @@ func (s *store) tag(name string, manifest ocispec.Descriptor) error {
 		_, tag := shortRepository(full)
 		manifest.Annotations = map[string]string{nameAnnotation: full, ocispec.AnnotationRefName: tag}
 		idx.Manifests = append(keep, manifest)
-		narrate("echo '{\"digest\": \"%s\", … \"%s\"}' >> %s/index.json", manifest.Digest, full, s.dir)
+		narrate("echo '{… \"manifests\": [… {\"digest\": \"%s\", … \"%s\"}]}' > %s/index.json.tmp && mv %[3]s/index.json.tmp %[3]s/index.json", manifest.Digest, full, s.dir)
 	})
 }
 

@@ -1,7 +1,9 @@
 package stagetest
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -287,6 +289,10 @@ func TestStage06BuildCache(t *testing.T) {
 func TestStage06BuildErrorsNameTheLine(t *testing.T) {
 	stage, root := buildStage(t)
 	evil := writeLayerTar(t, false, layerFile{"../evil", "x"})
+	// Unpacked, an entry named .wh.passwd of any type deletes passwd.
+	whSymlink := writeTarHeaders(t, &tar.Header{Typeflag: tar.TypeSymlink, Name: "etc/.wh.passwd", Linkname: "group", Mode: 0o777})
+	whLink := writeTarHeaders(t, &tar.Header{Typeflag: tar.TypeReg, Name: "etc/x", Mode: 0o644},
+		&tar.Header{Typeflag: tar.TypeLink, Name: "etc/.wh.passwd", Linkname: "etc/x"})
 	for _, tc := range []struct {
 		name, dockerfile, want string
 	}{
@@ -299,7 +305,10 @@ func TestStage06BuildErrorsNameTheLine(t *testing.T) {
 		{"missing arguments", "FROM base:1\nCOPY a\n", "Dockerfile:2: COPY needs a source and a destination"},
 		{"not FROM first", "\n\nRUN true\n", "Dockerfile:3: the first instruction must be FROM, not RUN"},
 		{"empty", "# only a comment\n", "Dockerfile: no instructions"},
-		{"multi-stage", "FROM base:1 AS b\n", "Dockerfile:1: FROM base:1 AS b: a named stage (a multi-stage build) is not in stage 06"},
+		{"multi-stage", "FROM base:1 AS b\n", "Dockerfile:1: FROM base:1 AS b: a named stage (a multi-stage build) is not in stage06"},
+		{"whiteout symlink in an archive", "FROM base:1\nADD wh.tar /\n", `Dockerfile:2: ADD wh.tar: entry "etc/.wh.passwd": a whiteout name`},
+		{"whiteout hard link in an archive", "FROM base:1\nADD whlink.tar /\n", `Dockerfile:2: ADD whlink.tar: entry "etc/.wh.passwd": a whiteout name`},
+		{"whiteout in the context", "FROM base:1\nCOPY .wh.passwd /etc/\n", "Dockerfile:2: /etc/.wh.passwd: a whiteout name"},
 		{"no such image", "FROM nosuch:1\n", "Dockerfile:1: FROM nosuch:1: no image nosuch:1"},
 		{"bad port", "FROM base:1\nEXPOSE 99999\n", "Dockerfile:2: EXPOSE 99999"},
 	} {
@@ -307,6 +316,9 @@ func TestStage06BuildErrorsNameTheLine(t *testing.T) {
 			ctx := buildContext(t, map[string]string{"Dockerfile": tc.dockerfile, "a": "a"})
 			require.NoError(t, os.Symlink("/etc/passwd", filepath.Join(ctx, "out")))
 			copyFile(t, evil, filepath.Join(ctx, "evil.tar"))
+			copyFile(t, whSymlink, filepath.Join(ctx, "wh.tar"))
+			copyFile(t, whLink, filepath.Join(ctx, "whlink.tar"))
+			require.NoError(t, os.WriteFile(filepath.Join(ctx, ".wh.passwd"), nil, 0o644))
 			// ../x exists: refused for being outside, not for being missing.
 			require.NoError(t, os.WriteFile(filepath.Join(filepath.Dir(ctx), "x"), []byte("x"), 0o644))
 			res := buildFails(t, stage, root, "-t", "broken:1", ctx)
@@ -356,4 +368,111 @@ func TestStage06BuildInterrupted(t *testing.T) {
 	index, err := os.ReadFile(filepath.Join(root, "images", "index.json"))
 	require.NoError(t, err)
 	assert.NotContains(t, string(index), "stopped")
+}
+
+// writeTarHeaders writes a tar of entries without contents (a symlink, a
+// hard link…) into a temporary directory and returns its path.
+func writeTarHeaders(t *testing.T, hdrs ...*tar.Header) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, hdr := range hdrs {
+		hdr.ModTime = time.Unix(1700000000, 0)
+		require.NoError(t, tw.WriteHeader(hdr))
+	}
+	require.NoError(t, tw.Close())
+	path := filepath.Join(t.TempDir(), "headers.tar")
+	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))
+	return path
+}
+
+// The cache key holds each file's own digest: context 2's one file holds
+// what context 1's two files would hash to if names and bytes were simply
+// run together, and still its COPY misses the cache and copies its file.
+func TestStage06BuildCacheKeyPerFile(t *testing.T) {
+	stage, _ := buildStage(t)
+	dockerfile := "FROM base:1\nCOPY d /dst/\n"
+	one := buildContext(t, map[string]string{"Dockerfile": dockerfile, "d/a": "X", "d/b": "Y"})
+	two := buildContext(t, map[string]string{"Dockerfile": dockerfile, "d/a": "X\"dst/b\" 644 0 \"\"\nY"})
+	for _, f := range []string{"one/d/a", "one/d/b", "two/d/a"} {
+		dir := map[string]string{"one": one, "two": two}[f[:3]]
+		require.NoError(t, os.Chmod(filepath.Join(dir, f[4:]), 0o644))
+	}
+	buildOK(t, stage, "-t", "collide:1", one)
+	res := buildOK(t, stage, "-t", "collide:2", two)
+	assert.NotContains(t, steps(t, res.stdout)[1], "Using cache", res.stdout)
+	assert.Equal(t, "a\nX\"dst/b\" 644 0 \"\"\nY", runImage(t, stage, "collide:2", "sh", "-c", "ls /dst; cat /dst/a"))
+	assert.Equal(t, "a\nb\nXY", runImage(t, stage, "collide:1", "sh", "-c", "ls /dst; cat /dst/a /dst/b"))
+}
+
+// A context file swapped between the plan (which hashes it for the cache
+// key) and the copy into the layer is refused: neither a symlink to a
+// root-only file nor other bytes of the same size enter a layer, and no
+// blob is left. The test swaps the file as soon as the plan has read it
+// (inotify); the copy reaches it only after a 64 MiB file before it.
+func TestStage06BuildContextFileSwapped(t *testing.T) {
+	stage, root := buildStage(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(secret, []byte("SECRET!!\n"), 0o600)) // as long as z.txt
+	for _, tc := range []struct {
+		name string
+		make func(path string) error // the file swapped in
+		why  string                  // the symlink is not even opened: O_NOFOLLOW
+	}{
+		{"symlink", func(path string) error { return os.Symlink(secret, path) }, "a symlink on the way"},
+		{"other bytes", func(path string) error { return os.WriteFile(path, []byte("CHANGED!\n"), 0o644) }, "its bytes are not the ones planned"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := buildContext(t, map[string]string{"Dockerfile": "FROM base:1\nCOPY d /d/\n", "d/z.txt": "harmless\n"})
+			big, err := os.Create(filepath.Join(ctx, "d", "0big"))
+			require.NoError(t, err)
+			require.NoError(t, big.Truncate(64<<20)) // sparse, and copied before z.txt
+			require.NoError(t, big.Close())
+			replacement := filepath.Join(ctx, "new") // not in d: not copied
+			require.NoError(t, tc.make(replacement))
+			file := filepath.Join(ctx, "d", "z.txt")
+			swapped := swapAfterRead(t, file, replacement)
+
+			res := buildFails(t, stage, root, "-t", "swapped:1", ctx)
+			select {
+			case err := <-swapped:
+				require.NoError(t, err, "swap %s", file)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the build never read %s\nstderr: %s", file, res.stderr)
+			}
+			real, err := filepath.EvalSymlinks(ctx)
+			require.NoError(t, err)
+			assert.Contains(t, res.stderr, "stage06: Dockerfile:2: context file "+filepath.Join(real, "d", "z.txt")+" changed during the build")
+			assert.Contains(t, res.stderr, tc.why)
+			blobs, err := filepath.Glob(filepath.Join(root, "images", "blobs", "sha256", "*"))
+			require.NoError(t, err)
+			for _, blob := range blobs {
+				data, err := os.ReadFile(blob)
+				require.NoError(t, err)
+				assert.NotContains(t, string(data), "SECRET!!", blob)
+				assert.NotContains(t, string(data), "CHANGED!", blob)
+			}
+		})
+	}
+}
+
+// swapAfterRead renames replacement over file as soon as a reader of file
+// closes it (inotify's IN_CLOSE_NOWRITE), and sends how that went.
+func swapAfterRead(t *testing.T, file, replacement string) <-chan error {
+	t.Helper()
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	require.NoError(t, err)
+	events := os.NewFile(uintptr(fd), "inotify") // non-blocking: Close ends a Read
+	t.Cleanup(func() { events.Close() })
+	_, err = syscall.InotifyAddWatch(fd, file, syscall.IN_CLOSE_NOWRITE)
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() {
+		if _, err := events.Read(make([]byte, 4096)); err != nil {
+			done <- err
+			return
+		}
+		done <- os.Rename(replacement, file)
+	}()
+	return done
 }

@@ -9,10 +9,15 @@ package stagetest
 // stage06_pull_test.go, building in stage06_build_test.go.
 
 import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -104,7 +109,7 @@ func TestStage06RunUsesTheImageConfig(t *testing.T) {
 
 	bad := runEnv(t, stageEnv(), stage, "run", "--net", "none", "-u", "no-such-user", "conf:1")
 	assert.Equal(t, 1, bad.code)
-	assert.Contains(t, bad.stderr, "user no-such-user: not a number and not in the image's /etc/passwd")
+	assert.Contains(t, bad.stderr, "user no-such-user: not a number, and no valid entry in the image's /etc/passwd")
 
 	bad = runEnv(t, stageEnv(), stage, "run", "--net", "none", "no-such-image:1")
 	assert.Equal(t, 1, bad.code)
@@ -217,4 +222,109 @@ func readJSONFile(t *testing.T, path string, v any) {
 // blobFile is the file of blob digest ("sha256:HEX") in root's store.
 func blobFile(root, digest string) string {
 	return filepath.Join(root, "images", "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+}
+
+// Digests become file names (blobs/sha256/HEX, layers/HEX): one that is
+// not sha256:<64 hex> is refused before it is used, so an image cannot
+// name a host directory as its layer. The evil archive is otherwise a
+// valid OCI layout whose blobs all match their names.
+func TestStage06BadDigestsAreRefused(t *testing.T) {
+	root := useTempDataRoot(t)
+	stage := needStage(t, "06")
+	checkNoContainerDirsAtEnd(t)
+	for _, evil := range []string{"sha256:../../../../../../../../../../etc", "nocolon", "md5:d41d8cd98f00b204e9800998ecf8427e"} {
+		config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + evil + `"]}}`)
+		manifest := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",` +
+			`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"` + sha256Digest(config) + `","size":` + fmt.Sprint(len(config)) + `},` +
+			`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"` + evil + `","size":1}]}`)
+		index := []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"` + sha256Digest(manifest) +
+			`","size":` + fmt.Sprint(len(manifest)) + `,"annotations":{"org.opencontainers.image.ref.name":"evil:1"}}]}`)
+		archive := tarOf(t, map[string][]byte{
+			"oci-layout": []byte(`{"imageLayoutVersion":"1.0.0"}`), "index.json": index,
+			"blobs/sha256/" + strings.TrimPrefix(sha256Digest(config), "sha256:"):   config,
+			"blobs/sha256/" + strings.TrimPrefix(sha256Digest(manifest), "sha256:"): manifest,
+		})
+		res := run(t, stage, "load", archive)
+		assert.Equal(t, 1, res.code, "%s: %s", evil, res.stdout)
+		assert.Contains(t, res.stderr, "bad digest", evil)
+		assert.NotContains(t, run(t, stage, "images").stdout, "evil", "an image with digest %s was named", evil)
+		res = run(t, stage, "run", "--net", "none", "evil:1", "ls", "/shadow")
+		assert.NotEqual(t, 0, res.code, "%s: the host's /etc became a layer", evil)
+	}
+	assert.Empty(t, globNames(t, filepath.Join(root, "layers", "*")), "a layer directory was made")
+}
+
+// A user whose /etc/passwd entry does not parse is no user: never root.
+func TestStage06MalformedPasswdEntryIsRefused(t *testing.T) {
+	stage, _ := loadedImage(t, "users:1")
+	res := run(t, stage, "run", "--keep", "--net", "none", "users:1", "sh", "-c",
+		"echo 'app:x:1OOO:1OOO::/home/app:/bin/sh' >> /etc/passwd; echo 'short:x:1001' >> /etc/passwd")
+	require.Equal(t, 0, res.code, res.stderr)
+	kept := keptFrom(t, res)
+	require.Equal(t, 0, run(t, stage, "commit", kept.id, "users:2").code)
+	for _, user := range []string{"app", "short"} {
+		res = run(t, stage, "run", "--net", "none", "-u", user, "users:2", "id", "-u")
+		assert.Equal(t, 1, res.code, "user %s ran as %q", user, res.stdout)
+		assert.Contains(t, res.stderr, "user "+user+": not a number, and no valid entry in the image's /etc/passwd")
+		assert.Empty(t, res.stdout)
+	}
+}
+
+// HOME: the user's from /etc/passwd, unless the image or -e set it; -e
+// needs NAME=VALUE.
+func TestStage06HomeAndEnvFlags(t *testing.T) {
+	stage, _ := loadedImage(t, "home:1")
+	res := run(t, stage, "run", "--net", "none", "-u", "65534", "home:1", "sh", "-c", "echo $HOME")
+	assert.Equal(t, "/nonexistent\n", res.stdout, res.stderr)
+	res = run(t, stage, "run", "--net", "none", "-e", "HOME=/x", "-u", "65534", "home:1", "sh", "-c", "echo $HOME")
+	assert.Equal(t, "/x\n", res.stdout, res.stderr)
+	res = run(t, stage, "run", "--net", "none", "-e", "JUSTANAME", "home:1", "true")
+	assert.Equal(t, 2, res.code)
+	assert.Contains(t, res.stderr, "-e JUSTANAME: expected NAME=VALUE")
+}
+
+// docker.io/NAME is Docker Hub's official NAME: docker.io/library/NAME,
+// the same image as NAME; save's file is readable by everyone.
+func TestStage06DockerHubNames(t *testing.T) {
+	stage, _ := loadedImage(t, "base:1")
+	res := run(t, stage, "run", "--keep", "--net", "none", "base:1", "true")
+	require.Equal(t, 0, res.code, res.stderr)
+	kept := keptFrom(t, res)
+	require.Equal(t, 0, run(t, stage, "commit", kept.id, "docker.io/hub:1").code)
+	file := filepath.Join(t.TempDir(), "hub.tar")
+	res = run(t, stage, "save", "hub:1", file)
+	require.Equal(t, 0, res.code, res.stderr)
+	assert.Equal(t, "saved docker.io/library/hub:1 (2 layers) to "+file+"\n", res.stdout)
+	info, err := os.Stat(file)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o644), info.Mode().Perm())
+	assert.Equal(t, 0, run(t, stage, "run", "--net", "none", "index.docker.io/library/hub:1", "true").code)
+}
+
+// sha256Digest is "sha256:" and the hex sha256 of data.
+func sha256Digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// tarOf writes files (name → bytes) into a tar and returns its path.
+func tarOf(t *testing.T, files map[string][]byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "archive.tar")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name]))}))
+		_, err := tw.Write(files[name])
+		require.NoError(t, err)
+	}
+	require.NoError(t, tw.Close())
+	return path
 }
