@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,6 +43,14 @@ const usage = `usage:
       --hostname NAME                   the hostname inside (default: a random id)
       --userns                          also a user namespace: root inside is host uid 100000
   ` + stage + ` escape HOST-FILE              (inside a container) break out and read HOST-FILE`
+
+// The death signal that run asks for (Pdeathsig, below) is the forked
+// thread's alone, and the child keeps it only if it execs the command
+// from that same thread, its main one: a thread Go starts has none
+// (prctl(2), PR_SET_PDEATHSIG), and a command exec'd from one would outlive
+// a killed parent. Locked here, in init, main runs on the main thread and
+// stays there (runtime.LockOSThread).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) < 2 {

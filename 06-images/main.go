@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -71,6 +72,14 @@ const usage = `usage:
   ` + stage + ` save [--root DIR] NAME FILE   write an image as an OCI layout tar
   ` + stage + ` load [--root DIR] FILE        read one (save's, skopeo's oci-archive)
   ` + stage + ` escape HOST-FILE              (inside a container) break out and read HOST-FILE`
+
+// The death signal that run asks for (Pdeathsig, below) is the forked
+// thread's alone, and the child keeps it only if it execs the command
+// from that same thread, its main one: a thread Go starts has none
+// (prctl(2), PR_SET_PDEATHSIG), and a command exec'd from one would outlive
+// a killed parent. Locked here, in init, main runs on the main thread and
+// stays there (runtime.LockOSThread).
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) < 2 {
