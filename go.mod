@@ -4,10 +4,12 @@ go 1.22.0
 
 require (
 	github.com/charmbracelet/glamour v0.8.0
+	github.com/klauspost/compress v1.18.0
 	github.com/mattn/go-runewidth v0.0.15
 	github.com/muesli/termenv v0.15.3-0.20240618155329-98d742f6907a
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
+	github.com/opencontainers/runtime-spec v1.3.0
 	github.com/pmezard/go-difflib v1.0.0
 	github.com/spf13/cobra v1.8.1
 	github.com/stretchr/testify v1.9.0

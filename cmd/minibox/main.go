@@ -6,9 +6,13 @@ package main
 import (
 	"os"
 
+	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cli"
 )
 
 func main() {
+	if runtime.IsInit() { // a container's init (final/runtime): nothing else first
+		runtime.Init()
+	}
 	os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -85,6 +85,12 @@ Start here:
 		newDoctorCmd(s),
 		newRootfsCmd(s),
 		newCleanupCmd(s),
+		// The engine (final/): docker's commands.
+		newRunCmd(s), newCreateCmd(s), newStartCmd(s), newExecCmd(s),
+		newPsCmd(s), newLogsCmd(s), newStopCmd(s), newKillCmd(s), newRmCmd(s), newInspectCmd(s), newWaitCmd(s),
+		newPullCmd(s), newImagesCmd(s), newRmiCmd(s),
+		newVolumeCmd(s), newNetworkCmd(s),
+		newRuntimeCmd(s), newSuperviseCmd(),
 	)
 	return root
 }

@@ -1,0 +1,251 @@
+package engine
+
+// A container's record: what docker inspect shows. One JSON file per
+// container, $ROOT/engine/containers/<id>/container.json, rewritten whole
+// through a temporary file and rename(2), under the container's lock: a
+// reader sees the old record or the new one, never half of one.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Container is one container, as `minibox inspect` prints it.
+type Container struct {
+	ID          string `json:"Id"`
+	Name        string
+	Created     time.Time
+	Image       string // as the user named it
+	ImageID     string // the config's digest, sha256:…: docker's image id
+	ImageDigest string // the manifest's: what the container runs, even if the name moves
+	Config      Config
+	State       State
+	Network     NetworkSettings
+	Mounts      []Mount
+}
+
+// Config is what `run` was asked for.
+type Config struct {
+	Cmd        []string // the whole command: entrypoint and arguments
+	Env        []string
+	WorkingDir string
+	User       string
+	Hostname   string
+	Tty        bool
+	OpenStdin  bool
+	AutoRemove bool     // --rm
+	Memory     int64    // -m, bytes; 0: no limit
+	NanoCPUs   int64    // --cpus × 1e9
+	PidsLimit  int64    // --pids-limit; 0: no limit
+	Network    string   // bridge, none, host
+	Ports      []string // -p as given
+	Volumes    []string // -v as given
+}
+
+// State is where the container is in its life.
+type State struct {
+	Status        string // created, running, exited
+	Pid           int    // its PID 1, on the host
+	SupervisorPid int
+	ExitCode      int
+	OOMKilled     bool
+	Error         string
+	StartedAt     time.Time
+	FinishedAt    time.Time
+}
+
+// NetworkSettings is the container's address and published ports.
+type NetworkSettings struct {
+	IPAddress string `json:",omitempty"`
+	Gateway   string `json:",omitempty"`
+	Ports     []string
+}
+
+// Mount is a volume or a bind mount in the container.
+type Mount struct {
+	Type        string // volume or bind
+	Name        string `json:",omitempty"`
+	Source      string
+	Destination string
+	RW          bool
+}
+
+// Short is the 12-digit id docker shows.
+func (c *Container) Short() string { return c.ID[:12] }
+
+func (e *Engine) containerDir(id string) string {
+	return filepath.Join(e.Root, "engine", "containers", id)
+}
+
+// newID is 64 random hex digits, as docker's.
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// save writes the record atomically.
+func (e *Engine) save(c *Container) error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(e.containerDir(c.ID), "container.json")
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("save container %s: %w", c.Short(), err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// load reads one record.
+func (e *Engine) load(id string) (*Container, error) {
+	data, err := os.ReadFile(filepath.Join(e.containerDir(id), "container.json"))
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// update changes a record under the container's lock (flock(2)): the
+// supervisor and the CLI may both write it.
+func (e *Engine) update(id string, change func(*Container) error) (*Container, error) {
+	unlock, err := e.lock(id)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	c, err := e.load(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := change(c); err != nil {
+		return c, err
+	}
+	return c, e.save(c)
+}
+
+// lock takes the container's lock file.
+func (e *Engine) lock(id string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(e.containerDir(id), "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// Get finds a container by name, full id or unique id prefix, and brings
+// its state up to date (a supervisor that died is noticed here).
+func (e *Engine) Get(ref string) (*Container, error) {
+	all, err := e.ids()
+	if err != nil {
+		return nil, err
+	}
+	var found []string
+	for _, id := range all {
+		if id == ref {
+			found = []string{id}
+			break
+		}
+		if strings.HasPrefix(id, ref) && len(ref) >= 1 {
+			found = append(found, id)
+		}
+	}
+	if id, err := os.ReadFile(filepath.Join(e.Root, "engine", "names", ref)); err == nil {
+		found = []string{string(id)}
+	}
+	switch {
+	case len(found) == 0:
+		return nil, fmt.Errorf("no such container: %s", ref)
+	case len(found) > 1:
+		return nil, fmt.Errorf("%s names %d containers: give more of the id", ref, len(found))
+	}
+	return e.refresh(found[0])
+}
+
+// List returns every container, newest first.
+func (e *Engine) List() ([]*Container, error) {
+	ids, err := e.ids()
+	if err != nil {
+		return nil, err
+	}
+	var list []*Container
+	for _, id := range ids {
+		c, err := e.refresh(id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile, or not made yet
+		}
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, c)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Created.After(list[j].Created) })
+	return list, nil
+}
+
+func (e *Engine) ids() ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(e.Root, "engine", "containers"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	var ids []string
+	for _, d := range entries {
+		if len(d.Name()) == 64 {
+			ids = append(ids, d.Name())
+		}
+	}
+	return ids, err
+}
+
+// refresh notices a container whose supervisor is gone while its record
+// says running (the supervisor was killed): its container is then dead
+// too (the supervisor was its parent and subreaper; the runtime's init
+// dies with it), and the record says so.
+func (e *Engine) refresh(id string) (*Container, error) {
+	c, err := e.load(id)
+	if err != nil || c.State.Status != "running" || e.supervised(id) {
+		return c, err
+	}
+	return e.update(id, func(c *Container) error {
+		if c.State.Status == "running" && !e.supervised(id) {
+			c.State.Status, c.State.ExitCode, c.State.FinishedAt = "exited", 137, time.Now()
+			c.State.Error = "its supervisor died"
+		}
+		return nil
+	})
+}
+
+// supervised reports whether the container's supervisor holds its
+// supervisor.lock: a lock dies with its process, so no PID can be reused
+// into a false answer.
+func (e *Engine) supervised(id string) bool {
+	f, err := os.Open(filepath.Join(e.containerDir(id), "supervisor.lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return true // held: alive
+	}
+	return false
+}

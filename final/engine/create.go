@@ -1,0 +1,199 @@
+package engine
+
+// create: a container record from an image and run's flags (docker
+// create). Nothing runs yet; start hands the container to a supervisor.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/minibox-lab/minibox/final/image"
+	"github.com/minibox-lab/minibox/final/network"
+)
+
+// Options are run's and create's flags.
+type Options struct {
+	Image       string
+	Args        []string // after the image: replace its Cmd
+	Entrypoint  *string  // --entrypoint; "" clears the image's
+	Name        string
+	Env         []string
+	Workdir     string
+	User        string
+	Hostname    string
+	Tty         bool
+	Interactive bool
+	AutoRemove  bool
+	Memory      int64
+	NanoCPUs    int64
+	PidsLimit   int64
+	Network     string // bridge (default), none, host
+	Ports       []string
+	Volumes     []string
+	Pull        io.Writer // where a missing image's pull reports; nil: do not pull
+}
+
+var nameRule = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+
+// Create makes a container from o: the image (pulled if missing and
+// o.Pull is set), its config under the flags, a name, a directory.
+func (e *Engine) Create(ctx context.Context, o Options) (*Container, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	img, err := e.Images.Lookup(o.Image)
+	if err != nil && o.Pull != nil {
+		fmt.Fprintf(o.Pull, "Unable to find image '%s' locally\n", o.Image)
+		img, err = e.Images.Pull(ctx, o.Image, image.PullOptions{Progress: o.Pull})
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: newID(), Created: time.Now().UTC(), Image: o.Image, ImageID: img.FullID().String(), ImageDigest: img.Digest.String()}
+	c.Config, err = o.config(img)
+	if err != nil {
+		return nil, err
+	}
+	c.Network.Ports = o.Ports
+	if err := os.MkdirAll(e.containerDir(c.ID), 0o700); err != nil {
+		return nil, err
+	}
+	if c.Name, err = e.reserveName(o.Name, c.ID); err != nil {
+		os.RemoveAll(e.containerDir(c.ID))
+		return nil, err
+	}
+	if c.Config.Hostname == "" {
+		c.Config.Hostname = c.Short()
+	}
+	c.State.Status = "created"
+	if err := e.save(c); err != nil {
+		e.remove(c, false)
+		return nil, err
+	}
+	return c, nil
+}
+
+// check rejects bad flag values before anything is made.
+func (o *Options) check() error {
+	if o.Name != "" && !nameRule.MatchString(o.Name) {
+		return fmt.Errorf("--name %q: expected letters, digits, _ . - (starting with a letter or digit)", o.Name)
+	}
+	switch o.Network {
+	case "":
+		o.Network = "bridge"
+	case "bridge", "none", "host":
+	default:
+		return fmt.Errorf("--network %s: expected bridge, none or host", o.Network)
+	}
+	if len(o.Ports) > 0 && o.Network != "bridge" {
+		return fmt.Errorf("-p needs --network bridge (it is %s)", o.Network)
+	}
+	for _, p := range o.Ports {
+		if _, err := network.ParsePort(p); err != nil {
+			return fmt.Errorf("-p %s: %w", p, err)
+		}
+	}
+	for _, v := range o.Volumes {
+		if _, err := parseVolume(v); err != nil {
+			return err
+		}
+	}
+	for _, kv := range o.Env {
+		if !strings.Contains(kv, "=") {
+			return fmt.Errorf("-e %s: expected NAME=VALUE", kv)
+		}
+	}
+	return nil
+}
+
+// config applies docker's rules: the image's Entrypoint and Cmd, args
+// replacing Cmd, --entrypoint replacing the entrypoint and dropping Cmd;
+// Env, WorkingDir, User from the image unless a flag says otherwise.
+func (o *Options) config(img *image.Image) (Config, error) {
+	ic := img.Config.Config
+	ep, cmd := ic.Entrypoint, ic.Cmd
+	if o.Entrypoint != nil {
+		ep, cmd = nil, nil
+		if *o.Entrypoint != "" {
+			ep = []string{*o.Entrypoint}
+		}
+	}
+	if len(o.Args) > 0 {
+		cmd = o.Args
+	}
+	c := Config{Cmd: append(append([]string{}, ep...), cmd...), Env: mergeEnv(ic.Env, o.Env),
+		WorkingDir: first(o.Workdir, ic.WorkingDir, "/"), User: first(o.User, ic.User), Hostname: o.Hostname,
+		Tty: o.Tty, OpenStdin: o.Interactive, AutoRemove: o.AutoRemove, Memory: o.Memory, NanoCPUs: o.NanoCPUs,
+		PidsLimit: o.PidsLimit, Network: o.Network, Ports: o.Ports, Volumes: o.Volumes}
+	if len(c.Cmd) == 0 {
+		return c, fmt.Errorf("%s: no command: the image has no Entrypoint and no Cmd; give one after the image name", o.Image)
+	}
+	return c, nil
+}
+
+// mergeEnv is docker's: a default PATH, the image's variables, then -e's,
+// a later NAME replacing an earlier one.
+func mergeEnv(lists ...[]string) []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	for _, list := range lists {
+		for _, kv := range list {
+			name, _, _ := strings.Cut(kv, "=")
+			replaced := false
+			for i, old := range env {
+				if strings.HasPrefix(old, name+"=") {
+					env[i], replaced = kv, true
+				}
+			}
+			if !replaced {
+				env = append(env, kv)
+			}
+		}
+	}
+	return env
+}
+
+func first(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// reserveName takes name (or a generated one) for id: a file in
+// $ROOT/engine/names made with O_EXCL, so two runs cannot both get it.
+func (e *Engine) reserveName(name, id string) (string, error) {
+	dir := filepath.Join(e.Root, "engine", "names")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	generated := name == ""
+	for try := 0; try < 100; try++ {
+		if generated {
+			name = randomName()
+		}
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err == nil {
+			_, err = f.WriteString(id)
+			f.Close()
+			return name, err
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+		if !generated {
+			other, _ := os.ReadFile(filepath.Join(dir, name))
+			return "", fmt.Errorf("the name %q is already in use by container %.12s: remove it or choose another name", name, other)
+		}
+	}
+	return "", errors.New("no free name after 100 tries")
+}

@@ -1,0 +1,48 @@
+// Package engine is minibox's container engine, the docker of minibox:
+// it owns images (final/image), container records, networks
+// (final/network), volumes and logs, and turns `minibox run …` into an OCI
+// bundle that the runtime (final/runtime) makes into a container. Each
+// running container has a supervisor of its own, a process of the same
+// binary (`minibox supervise ID`), which is the container's parent: it
+// keeps its output (the log and attached clients), records how it ended
+// and cleans up after it, so a container outlives the command that
+// started it. docs/architecture.md draws the picture.
+package engine
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/minibox-lab/minibox/final/image"
+	"github.com/minibox-lab/minibox/final/runtime"
+)
+
+// Engine is one data root's engine.
+type Engine struct {
+	Root    string // the data root: --root, $MINIBOX_ROOT, /var/lib/minibox
+	Images  *image.Store
+	Runtime *runtime.Runtime
+	Self    string // this binary, for supervisors: /proc/self/exe resolved
+}
+
+// New opens the engine of a data root.
+func New(root string) (*Engine, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	images, err := image.Open(abs)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	for _, dir := range []string{"engine/containers", "engine/names", "engine/runtime", "volumes"} {
+		if err := os.MkdirAll(filepath.Join(abs, dir), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return &Engine{Root: abs, Images: images, Runtime: &runtime.Runtime{Root: filepath.Join(abs, "engine", "runtime")}, Self: self}, nil
+}

@@ -1,0 +1,170 @@
+package engine
+
+// A container's life after create: start (a supervisor takes it), stop,
+// kill, wait, rm. Each works from the record and the runtime's state, so
+// it works from any minibox process, whichever one started the container.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Start hands a created or exited container to a new supervisor and
+// returns once it runs (or failed to). With attach, the container starts
+// only once attach (called with the container's id) has connected.
+func (e *Engine) Start(id string, attach func(id string) error) error {
+	c, err := e.Get(id)
+	if err != nil {
+		return err
+	}
+	if c.State.Status == "running" {
+		return fmt.Errorf("container %s is already running", c.Name)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	args := []string{"supervise", "--root", e.Root, c.ID}
+	if attach != nil {
+		args = append(args, "--wait-attach")
+	}
+	cmd := exec.Command(e.Self, args...)
+	cmd.ExtraFiles = []*os.File{w} // fd 3: the supervisor's reports
+	// A session of its own: no terminal, no Ctrl-C of ours reaches it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return fmt.Errorf("start the supervisor: %w", err)
+	}
+	go cmd.Wait() //nolint:errcheck // reaped if we are still here when it ends
+	lines := bufio.NewScanner(r)
+	for lines.Scan() {
+		line := lines.Text()
+		switch {
+		case line == "listening" && attach != nil:
+			if err := attach(c.ID); err != nil {
+				return err
+			}
+		case line == "ok":
+			return nil
+		case strings.HasPrefix(line, "error: "):
+			return errors.New(strings.TrimPrefix(line, "error: "))
+		}
+	}
+	return fmt.Errorf("the supervisor of %s ended without a word", c.Name)
+}
+
+// Kill sends sig to the container's processes.
+func (e *Engine) Kill(id string, sig unix.Signal) error {
+	c, err := e.Get(id)
+	if err != nil {
+		return err
+	}
+	if c.State.Status != "running" {
+		return fmt.Errorf("container %s is not running", c.Name)
+	}
+	return e.Runtime.Kill(c.ID, sig, sig == unix.SIGKILL)
+}
+
+// Stop is docker stop: SIGTERM, then SIGKILL after timeout.
+func (e *Engine) Stop(id string, timeout time.Duration) error {
+	c, err := e.Get(id)
+	if err != nil || c.State.Status != "running" {
+		return err // stopping a stopped container is fine, as in docker
+	}
+	if err := e.Runtime.Kill(c.ID, unix.SIGTERM, false); err != nil {
+		return err
+	}
+	if e.waitExited(c.ID, timeout) {
+		return nil
+	}
+	if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil {
+		return err
+	}
+	if !e.waitExited(c.ID, 10*time.Second) {
+		return fmt.Errorf("container %s did not stop after SIGKILL", c.Name)
+	}
+	return nil
+}
+
+// waitExited polls the record until the supervisor says exited.
+func (e *Engine) waitExited(id string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := e.refresh(id)
+		if err != nil || c.State.Status != "running" {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Wait blocks until the container has exited and returns its status.
+func (e *Engine) Wait(id string) (int, error) {
+	c, err := e.Get(id)
+	if err != nil {
+		return 0, err
+	}
+	for !e.waitExited(c.ID, time.Hour) {
+	}
+	c, err = e.load(c.ID)
+	if err != nil {
+		return 0, err
+	}
+	return c.State.ExitCode, nil
+}
+
+// Remove is docker rm: a running container only with force (killed first);
+// with volumes, its anonymous volumes too.
+func (e *Engine) Remove(id string, force, volumes bool) error {
+	c, err := e.Get(id)
+	if err != nil {
+		return err
+	}
+	if c.State.Status == "running" {
+		if !force {
+			return fmt.Errorf("container %s is running: stop it first, or rm -f", c.Name)
+		}
+		if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil {
+			return err
+		}
+		if !e.waitExited(c.ID, 10*time.Second) {
+			return fmt.Errorf("container %s did not stop after SIGKILL", c.Name)
+		}
+	}
+	if c, err = e.load(c.ID); err != nil {
+		return err
+	}
+	return e.remove(c, volumes)
+}
+
+// remove deletes a container that no longer runs: its name, its anonymous
+// volumes (with volumes), its directory (upper layer, log, record).
+func (e *Engine) remove(c *Container, volumes bool) error {
+	if err := e.unmountRootfs(c); err != nil {
+		return fmt.Errorf("rm %s: %w", c.Name, err)
+	}
+	if volumes {
+		for _, m := range c.Mounts {
+			if m.Type == "volume" && len(m.Name) == 64 { // anonymous
+				_ = os.RemoveAll(filepath.Join(e.Root, "volumes", m.Name))
+			}
+		}
+	}
+	os.Remove(filepath.Join(e.Root, "engine", "names", c.Name))
+	return os.RemoveAll(e.containerDir(c.ID))
+}

@@ -1,0 +1,418 @@
+package engine
+
+// The supervisor: one small process per running container, the same
+// binary run as `minibox supervise ID`, in a session of its own so that it
+// outlives the command that started it. It is the container's parent and
+// a child subreaper (prctl(2)): it mounts the root file system, sets up
+// the network, has the runtime create and start the container, keeps its
+// output (log file, attached clients), waits for it, records how it ended
+// (exit status, OOM kill) and undoes everything. While it lives it holds
+// supervisor.lock: `ps` knows a container whose supervisor was killed.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/final/network"
+	"github.com/minibox-lab/minibox/final/runtime"
+)
+
+// Supervise runs container id and returns when it has ended. It reports
+// on ready ("listening", then "ok" or "error: …", one per line) so that
+// Start can tell its caller; with waitAttach it starts the container only
+// once a client is attached, so that no output is missed.
+func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) error {
+	lock, err := os.OpenFile(filepath.Join(e.containerDir(id), "supervisor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	}
+	if err != nil {
+		return report(ready, fmt.Errorf("container %.12s already has a supervisor: %w", id, err))
+	}
+	defer lock.Close()
+	// prctl(PR_SET_CHILD_SUBREAPER): orphans of the container come to us.
+	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	c, err := e.load(id)
+	if err != nil {
+		return report(ready, err)
+	}
+	s := &supervision{e: e, c: c}
+	defer s.undo()
+	pid, err := s.create(ready, waitAttach)
+	if err != nil {
+		e.update(id, func(c *Container) error { c.State.Status, c.State.Error = "created", err.Error(); return nil })
+		return report(ready, err)
+	}
+	fmt.Fprintln(ready, "ok")
+	ready.Close()
+	status := s.wait(pid)
+	return s.finish(status)
+}
+
+// report tells the starter why the start failed.
+func report(ready io.WriteCloser, err error) error {
+	fmt.Fprintf(ready, "error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	ready.Close()
+	return err
+}
+
+// supervision is one run of a container and what must be undone after.
+type supervision struct {
+	e       *Engine
+	c       *Container
+	undos   []func()
+	log     *logger
+	attach  *attachServer
+	pumps   sync.WaitGroup
+	cgroups string // the container's cgroup, relative: minibox/<id>
+}
+
+func (s *supervision) undo() {
+	for i := len(s.undos) - 1; i >= 0; i-- {
+		s.undos[i]()
+	}
+}
+
+// create prepares everything and has the runtime create and start the
+// container; it returns the container's PID 1.
+func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
+	e, c := s.e, s.c
+	rootfs, err := e.mountRootfs(c)
+	if err != nil {
+		return 0, err
+	}
+	s.undos = append(s.undos, func() { _ = e.unmountRootfs(c) })
+	mounts, err := e.volumeMounts(c) // volumes.go
+	if err != nil {
+		return 0, err
+	}
+	ep, files, err := s.network()
+	if err != nil {
+		return 0, err
+	}
+	etc, err := s.etcFiles(files)
+	if err != nil {
+		return 0, err
+	}
+	bundle, err := e.writeBundle(c, rootfs, append(mounts, etc...))
+	if err != nil {
+		return 0, err
+	}
+	if s.log, err = openLogger(e.logPath(c.ID)); err != nil {
+		return 0, err
+	}
+	s.undos = append(s.undos, func() { s.log.close() })
+	stdio, console, err := s.streams()
+	if err != nil {
+		return 0, err
+	}
+	fmt.Fprintln(ready, "listening")
+	if waitAttach {
+		select {
+		case <-s.attach.first:
+		case <-time.After(30 * time.Second):
+			return 0, errors.New("no client attached within 30 s")
+		}
+	}
+	pid, err := e.Runtime.Create(c.ID, bundle, stdio, console, "")
+	closeChildEnds(stdio)
+	if err != nil {
+		return 0, err
+	}
+	s.undos = append(s.undos, func() { _ = e.Runtime.Delete(c.ID, true) })
+	if ep != nil {
+		if err := ep.Attach(pid); err != nil { // the veth into its namespace
+			return 0, err
+		}
+	}
+	if err := e.Runtime.Start(c.ID); err != nil {
+		return 0, err
+	}
+	_, err = e.update(c.ID, func(c *Container) error {
+		c.State = State{Status: "running", Pid: pid, SupervisorPid: os.Getpid(), StartedAt: time.Now().UTC()}
+		if ep != nil {
+			c.Network.IPAddress, c.Network.Gateway = ep.IP.String(), ep.Gateway.String()
+		}
+		return nil
+	})
+	return pid, err
+}
+
+// listenUnix listens on a unix socket at path, however long the path.
+func listenUnix(path string) (net.Listener, error) {
+	short, done, err := shortPath(path)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	return net.Listen("unix", short)
+}
+
+// network sets up the container's network (final/network) for bridge.
+func (s *supervision) network() (*network.Endpoint, map[string][]byte, error) {
+	c := s.c
+	files := map[string][]byte{
+		"hostname": []byte(c.Config.Hostname + "\n"),
+		"hosts":    []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+	}
+	if c.Config.Network == "host" {
+		for name, host := range map[string]string{"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"} {
+			if data, err := os.ReadFile(host); err == nil {
+				files[name] = data
+			}
+		}
+		return nil, files, nil
+	}
+	if c.Config.Network != "bridge" {
+		return nil, files, nil
+	}
+	var ports []network.Port
+	for _, p := range c.Config.Ports {
+		port, err := network.ParsePort(p)
+		if err != nil {
+			return nil, nil, err
+		}
+		ports = append(ports, port)
+	}
+	ep, err := network.Setup(c.ID, network.Options{Root: s.e.Root, Ports: ports, Hostname: c.Config.Hostname})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.undos = append(s.undos, func() { _ = ep.Release() })
+	for name, data := range ep.Files() {
+		files[strings.TrimPrefix(name, "/etc/")] = data
+	}
+	return ep, files, nil
+}
+
+// etcFiles writes /etc/hostname, hosts and resolv.conf for the container
+// into its directory and bind-mounts them, as docker does: the image's
+// own files stay as they are.
+func (s *supervision) etcFiles(files map[string][]byte) ([]specs.Mount, error) {
+	var mounts []specs.Mount
+	for _, name := range []string{"hostname", "hosts", "resolv.conf"} {
+		data, ok := files[name]
+		if !ok {
+			continue
+		}
+		path := filepath.Join(s.e.containerDir(s.c.ID), name)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			return nil, err
+		}
+		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: path, Options: []string{"rbind", "rprivate"}})
+	}
+	return mounts, nil
+}
+
+// streams makes the container's standard streams and the attach socket:
+// pipes, or with -t a pseudo-terminal whose master the runtime sends to
+// console.sock (the OCI runtime's --console-socket).
+func (s *supervision) streams() (runtime.IO, string, error) {
+	dir := s.e.containerDir(s.c.ID)
+	s.attach = &attachServer{clients: map[net.Conn]bool{}, first: make(chan struct{})}
+	_ = os.Remove(s.e.attachPath(s.c.ID))
+	l, err := listenUnix(s.e.attachPath(s.c.ID))
+	if err != nil {
+		return runtime.IO{}, "", err
+	}
+	s.undos = append(s.undos, func() { l.Close() })
+	go s.attach.serve(l)
+	if s.c.Config.Tty {
+		console := filepath.Join(dir, "console.sock")
+		_ = os.Remove(console)
+		cl, err := listenUnix(console)
+		if err != nil {
+			return runtime.IO{}, "", err
+		}
+		s.undos = append(s.undos, func() { cl.Close(); os.Remove(console) })
+		go s.receiveConsole(cl)
+		short, done, err := shortPath(console) // for the runtime, which dials it
+		if err != nil {
+			return runtime.IO{}, "", err
+		}
+		s.undos = append(s.undos, done)
+		return runtime.IO{}, short, nil
+	}
+	var io runtime.IO
+	var err2 error
+	io.Stdout, err = s.pump("stdout")
+	if err == nil {
+		io.Stderr, err2 = s.pump("stderr")
+	}
+	if err == nil && err2 == nil && s.c.Config.OpenStdin {
+		var w *os.File
+		if io.Stdin, w, err = os.Pipe(); err == nil {
+			s.attach.stdin = w
+		}
+	}
+	if err == nil {
+		err = err2
+	}
+	return io, "", err
+}
+
+// pump makes a pipe for one stream and copies what the container writes
+// into the log and to the attached clients; it returns the write end.
+func (s *supervision) pump(stream string) (*os.File, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	kind := byte(frameStdout)
+	if stream == "stderr" {
+		kind = frameStderr
+	}
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		defer r.Close()
+		s.copyOut(r, stream, kind)
+	}()
+	return w, nil
+}
+
+func (s *supervision) copyOut(r io.Reader, stream string, kind byte) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.log.write(stream, buf[:n])
+			s.attach.broadcast(kind, buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// receiveConsole takes the pty master the runtime sends (SCM_RIGHTS) and
+// pumps it like a pipe; input and window size go to it.
+func (s *supervision) receiveConsole(l net.Listener) {
+	conn, err := l.Accept()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	master, err := receiveFd(conn.(*net.UnixConn))
+	if err != nil {
+		return
+	}
+	s.attach.mu.Lock()
+	s.attach.stdin = master
+	s.attach.resize = func(rows, cols uint16) { setWinsize(master, rows, cols) }
+	s.attach.mu.Unlock()
+	s.pumps.Add(1)
+	go func() {
+		defer s.pumps.Done()
+		s.copyOut(master, "stdout", frameStdout)
+	}()
+}
+
+// receiveFd reads one file descriptor passed over a unix socket.
+func receiveFd(conn *net.UnixConn) (*os.File, error) {
+	buf := make([]byte, 256)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) == 0 {
+		return nil, fmt.Errorf("console socket: no file descriptor: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) == 0 {
+		return nil, fmt.Errorf("console socket: no file descriptor: %v", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "pty-master"), nil
+}
+
+func closeChildEnds(io runtime.IO) {
+	for _, f := range []*os.File{io.Stdin, io.Stdout, io.Stderr} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// wait reaps children (we are a subreaper) until the container's PID 1
+// has ended, and returns its status as a shell reports it.
+func (s *supervision) wait(pid int) int {
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 255
+		}
+		if got != pid {
+			continue
+		}
+		if ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ws.ExitStatus()
+	}
+}
+
+// finish records the end: output drained, the exit status and an OOM
+// kill, the clients told; with --rm the container is removed.
+func (s *supervision) finish(status int) error {
+	done := make(chan struct{})
+	go func() { s.pumps.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second): // a process outside holds a pipe
+	}
+	oom := oomKilled(s.c.Short())
+	data := make([]byte, 4)
+	binary.BigEndian.PutUint32(data, uint32(status))
+	s.attach.broadcast(frameExit, data)
+	s.undo()
+	s.undos = nil
+	c, err := s.e.update(s.c.ID, func(c *Container) error {
+		c.State.Status, c.State.ExitCode, c.State.OOMKilled = "exited", status, oom
+		c.State.FinishedAt, c.State.Pid = time.Now().UTC(), 0
+		return nil
+	})
+	if err == nil && c.Config.AutoRemove {
+		err = s.e.remove(c, true)
+	}
+	return err
+}
+
+// oomKilled reads the container's cgroup: did the kernel's OOM killer
+// kill in it (v2 memory.events, v1 memory.oom_control: oom_kill N)?
+func oomKilled(id string) bool {
+	for _, file := range []string{
+		"/sys/fs/cgroup/minibox/" + id + "/memory.events",
+		"/sys/fs/cgroup/memory/minibox/" + id + "/memory.oom_control",
+	} {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if n, ok := strings.CutPrefix(line, "oom_kill "); ok {
+				if count, _ := strconv.Atoi(n); count > 0 {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
