@@ -9,7 +9,8 @@
 #                                       starts a local registry, puts an image
 #                                       in it with umoci and skopeo, asks it
 #                                       with curl)
-#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), and
+#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), runc (final/
+#                                       runtime's bundles must run on runc too), and
 #                                       qemu-system-x86 where make test runs
 #                                       the cgroup v2 VM (not on a pure v2 host)
 #   scripts/install-prereqs.sh [--test] --list
@@ -38,7 +39,7 @@ for arg in "$@"; do
 	esac
 done
 if [[ $target == test ]]; then
-	packages+=(shellcheck)
+	packages+=(shellcheck runc)
 	if needs_v2vm; then
 		packages+=(qemu-system-x86)
 	fi
@@ -115,6 +116,8 @@ if ! command -v dpkg-query >/dev/null; then
 	if [[ $target == test ]]; then
 		command -v shellcheck >/dev/null ||
 			missing+=("shellcheck: shellcheck (Debian/Ubuntu), ShellCheck (Fedora)")
+		command -v runc >/dev/null ||
+			missing+=("runc: runc (Debian/Ubuntu, Fedora)")
 		if needs_v2vm; then
 			command -v qemu-system-x86_64 >/dev/null ||
 				missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")

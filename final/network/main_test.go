@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -53,7 +52,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(m.Run())
 	}
-	before := hostNetwork()
+	before := testenv.HostNetwork()
 	hostNS, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "network tests:", err)
@@ -71,7 +70,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "network tests: run in a network namespace of their own (unshare --net, util-linux):", err)
 		}
 	}
-	if changed := diffLines(before, hostNetwork()); changed != "" {
+	if changed := testenv.DiffLines(before, testenv.HostNetwork()); changed != "" {
 		fmt.Fprintf(os.Stderr, "\nFAIL: the tests changed the network of the machine's own namespace; lines gone (-) and new (+):\n%s\n", changed)
 		code = 1
 	}
@@ -115,53 +114,6 @@ func checkOwnNamespace() error {
 		err = netlink.LinkSetUp(lo)
 	}
 	return err
-}
-
-// hostNetwork is what this package changes in a namespace, read in the
-// machine's own, without what varies by itself (address lifetimes, rule
-// counters, iptables-save's dated comments).
-func hostNetwork() string {
-	var b strings.Builder
-	for _, argv := range [][]string{{"ip", "-o", "link"}, {"ip", "-o", "addr"}, {"ip", "route"}, {"iptables-save"}} {
-		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-		fmt.Fprintf(&b, "$ %s (%v)\n", strings.Join(argv, " "), err)
-		for _, line := range strings.Split(string(out), "\n") {
-			if !strings.HasPrefix(line, "#") {
-				line = lifetimes.ReplaceAllString(line, "")
-				b.WriteString(counters.ReplaceAllString(line, "[0:0]") + "\n")
-			}
-		}
-	}
-	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	fmt.Fprintf(&b, "net.ipv4.ip_forward = %s (%v)\n", strings.TrimSpace(string(forward)), err)
-	return b.String()
-}
-
-var (
-	lifetimes = regexp.MustCompile(`\s*(valid|preferred)_lft \S+`)
-	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
-)
-
-// diffLines lists the lines only before has (-) and only after has (+).
-func diffLines(before, after string) string {
-	count := map[string]int{}
-	for _, l := range strings.Split(before, "\n") {
-		count[l]++
-	}
-	for _, l := range strings.Split(after, "\n") {
-		count[l]--
-	}
-	var out []string
-	for l, n := range count {
-		for ; n > 0; n-- {
-			out = append(out, "- "+l)
-		}
-		for ; n < 0; n++ {
-			out = append(out, "+ "+l)
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, "\n")
 }
 
 // testNS is the tests' namespace (net:[inode]), read at the start: later

@@ -1,7 +1,8 @@
 // Package cleanup is the one place that knows every kind of object minibox
 // makes on a host — mounts, cgroups, container directories, half-unpacked
-// layers and half-written image files in the data root, and stage 05's iptables rules,
-// veths, address leases and bridges (in the network namespace it runs in)
+// layers and half-written image files in the data root, the runtime's
+// state directories, and the iptables rules, veths, address leases and
+// bridges of stage 05 and the engine (in the network namespace it runs in)
 // — how to find the ones that are still there, and how to remove them.
 // `minibox cleanup` removes them, `minibox doctor` lists them, and the
 // tests' leak check (internal/testenv) judges and removes what a test left
@@ -57,6 +58,8 @@ type Object struct {
 	// dataRoots are the data roots Find looked in: where Remove looks
 	// again for the leases that say a container is running (network kinds).
 	dataRoots []string
+	// runtimeRoots are the runtime roots Find looked in (runtime states).
+	runtimeRoots []string
 }
 
 // roots are the data roots Find looked in, or, for an Object made by
@@ -66,6 +69,15 @@ func (o Object) roots() []string {
 		return []string{DataRoot("")}
 	}
 	return o.dataRoots
+}
+
+// runtimeRootsOrDefault are the runtime roots Find looked in, or, for an
+// Object made by hand, the default one.
+func (o Object) runtimeRootsOrDefault() []string {
+	if o.runtimeRoots == nil {
+		return []string{DefaultRuntimeRoot}
+	}
+	return o.runtimeRoots
 }
 
 // String is the object as cleanup prints it: "cgroup /sys/fs/cgroup/…".
@@ -101,6 +113,7 @@ var Kinds = []Kind{
 	ContainerDirs,  // 04-layers: after the mounts that may be in them
 	LayerTemps,     // 04-layers: half-unpacked layers
 	ImageTemps,     // 06-images: interrupted blob, index and cache writes
+	RuntimeStates,  // final/runtime: a dead init's state directory
 	ContainerRules, // 05-network: a gone container's DNAT rules
 	Veths,          // 05-network: before the bridge they are on
 	Leases,         // 05-network: before the bridges, whose use they tell
@@ -129,19 +142,25 @@ type Env struct {
 	// $ROOT/layers/tmp-*, $ROOT/images' temporary files, every mount below
 	// $ROOT/containers): the one
 	// minibox cleanup --root names, or $MINIBOX_ROOT, or /var/lib/minibox.
+	// The engine's places are below them too: the mounts in
+	// $ROOT/engine/containers, the runtime states in $ROOT/engine/runtime.
 	DataRoots []string
+	// RuntimeRoots are the `minibox runtime` state roots to look in (its
+	// --root): /run/minibox/runtime.
+	RuntimeRoots []string
 }
 
 // DefaultEnv is the host's: os.TempDir(), /proc/self/mountinfo,
-// /sys/fs/cgroup, the demo rootfs given, and the data root
-// ($MINIBOX_ROOT, else /var/lib/minibox).
+// /sys/fs/cgroup, the demo rootfs given, the data root ($MINIBOX_ROOT,
+// else /var/lib/minibox) and the runtime's default root.
 func DefaultEnv(rootfs string) Env {
 	return Env{
-		TempDir:    os.TempDir(),
-		Rootfs:     rootfs,
-		Mountinfo:  "/proc/self/mountinfo",
-		CgroupRoot: CgroupRoot,
-		DataRoots:  []string{DataRoot("")},
+		TempDir:      os.TempDir(),
+		Rootfs:       rootfs,
+		Mountinfo:    "/proc/self/mountinfo",
+		CgroupRoot:   CgroupRoot,
+		DataRoots:    []string{DataRoot("")},
+		RuntimeRoots: []string{DefaultRuntimeRoot},
 	}
 }
 

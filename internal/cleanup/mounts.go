@@ -16,9 +16,13 @@ import (
 // a minibox-* temporary directory (minibox-lesson-*, minibox-stagetest-*)
 // or below the demo rootfs (a stage whose mounts escaped its mount
 // namespace) or in a data root's containers/ directory (a stage 04 whose
-// overlay escaped its mount namespace), and mounts whose source minibox
-// named (minibox, minibox-*). A mount point's path alone is never enough
-// elsewhere: /var/lib/minibox may be a volume the user mounted.
+// overlay escaped its mount namespace) or engine/containers/ directory
+// (the engine's overlay on engine/containers/<id>/rootfs, left by a
+// supervisor that was killed), and mounts whose source minibox named
+// (minibox, minibox-*). A mount point's path alone is never enough
+// elsewhere: /var/lib/minibox may be a volume the user mounted. An engine
+// container's mount is busy while its supervisor holds its
+// supervisor.lock, or while its init outlives that supervisor.
 var Mounts = Kind{Name: mountKind, Find: findMounts, Remove: removeMount}
 
 const mountKind = "mount"
@@ -51,6 +55,9 @@ func findMounts(env Env) ([]Object, error) {
 			o.Busy = fmt.Sprintf("a lesson may still be running: process %s works in %s; end the lesson (or kill %s), then run minibox cleanup again",
 				strings.Join(users[dir], ", "), dir, strings.Join(users[dir], " "))
 		}
+		if o.Busy == "" {
+			o.Busy = engineMountInUse(m.Point)
+		}
 		out = append(out, o)
 	}
 	return out, nil
@@ -75,7 +82,7 @@ func (env Env) madeByMinibox(m Mount) bool {
 	dirs := append([]string{env.Rootfs}, env.Owned...)
 	for _, root := range env.DataRoots {
 		if root != "" {
-			dirs = append(dirs, filepath.Join(root, "containers"))
+			dirs = append(dirs, filepath.Join(root, "containers"), filepath.Join(root, engineContainers))
 		}
 	}
 	for _, dir := range dirs {
@@ -126,9 +133,34 @@ func processesInTempDirs(tempDir string) map[string][]string {
 	return out
 }
 
+// engineMountInUse says why a mount in an engine container's directory
+// is in use, or "" (also for a mount anywhere else).
+func engineMountInUse(point string) string {
+	root, id, ok := engineContainerOf(point)
+	if !ok {
+		return ""
+	}
+	release, busy := engineContainerInUse(root, id)
+	if busy == "" {
+		release()
+	}
+	return busy
+}
+
 // removeMount detaches the mount (umount -l): it goes at once even if
-// something still has a file open in it, as a leftover should.
+// something still has a file open in it, as a leftover should. An engine
+// container's mount is detached only while cleanup holds the container's
+// supervisor lock, after checking again that no supervisor and no init
+// runs it: a supervisor starting the container meanwhile fails to take
+// its lock rather than lose its root file system.
 func removeMount(o Object) error {
+	if root, id, ok := engineContainerOf(o.Name); ok {
+		release, busy := engineContainerInUse(root, id)
+		if busy != "" {
+			return fmt.Errorf("refusing to unmount %s: %s", o.Name, busy)
+		}
+		defer release()
+	}
 	err := unix.Unmount(o.Name, unix.MNT_DETACH)
 	// EINVAL: no longer a mount point; ENOENT: the directory is gone too.
 	if err == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {

@@ -46,71 +46,15 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(tmp)
 		os.Exit(1)
 	}
-	before := hostNetwork()
+	before := testenv.HostNetwork()
 	code := m.Run()
-	if changed := diffLines(before, hostNetwork()); changed != "" {
+	if changed := testenv.DiffLines(before, testenv.HostNetwork()); changed != "" {
 		fmt.Fprintf(os.Stderr, "\nFAIL: the tests changed the network of the machine's own namespace "+
 			"(a stage from 05 on was run outside a throw-away one?); lines gone (-) and new (+):\n%s\n", changed)
 		code = 1
 	}
 	os.RemoveAll(tmp)
 	os.Exit(code)
-}
-
-// hostNetwork is what a stage from 05 on changes in the network namespace
-// it runs in (links, addresses, routes, firewall rules, forwarding), read
-// in this process's: the machine's own, which no test may change. Only as
-// root (iptables-save needs it). What varies by itself is left out: the
-// lifetimes of addresses, the rule counters, the dump's dated comments.
-func hostNetwork() string {
-	if os.Geteuid() != 0 {
-		return ""
-	}
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"ip", "-o", "link"}, {"ip", "-o", "addr"}, {"ip", "route"}, {"iptables-save"},
-	} {
-		out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
-		fmt.Fprintf(&b, "$ %s (%v)\n", strings.Join(argv, " "), err)
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(line, "#") {
-				continue
-			}
-			line = lifetimes.ReplaceAllString(line, "")
-			b.WriteString(counters.ReplaceAllString(line, "[0:0]") + "\n")
-		}
-	}
-	forward, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
-	fmt.Fprintf(&b, "net.ipv4.ip_forward = %s (%v)\n", strings.TrimSpace(string(forward)), err)
-	return b.String()
-}
-
-var (
-	lifetimes = regexp.MustCompile(`\s*(valid|preferred)_lft \S+`)
-	counters  = regexp.MustCompile(`\[\d+:\d+\]`)
-)
-
-// diffLines lists the lines of before that after lacks (-) and the lines
-// of after that before lacks (+), or returns "".
-func diffLines(before, after string) string {
-	count := map[string]int{}
-	for _, l := range strings.Split(before, "\n") {
-		count[l]++
-	}
-	for _, l := range strings.Split(after, "\n") {
-		count[l]--
-	}
-	var out []string
-	for l, n := range count {
-		for ; n > 0; n-- {
-			out = append(out, "- "+l)
-		}
-		for ; n < 0; n++ {
-			out = append(out, "+ "+l)
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, "\n")
 }
 
 func setup(tmp string) error {

@@ -32,15 +32,22 @@ type KernelState struct {
 	Links    []string // network links in our network namespace
 	NetNS    []string // named network namespaces (ip netns)
 	Children []string // live child processes of the test binary
+	// Supervisors are the engine's supervisors (`minibox supervise ID`,
+	// final/engine) anywhere on the host, "PID command line": one a test
+	// left runs a container, whoever its parent is now.
+	Supervisors []string
 }
 
 // CheckLeaks snapshots the kernel state now and, when the test ends, fails
 // it if objects minibox makes (mounts, cgroups: internal/cleanup's kinds),
 // cgroup directories named minibox anywhere else, links or named network
-// namespaces appeared, or a process it started is still running. Leftover
+// namespaces appeared, or a process it started is still running, or an
+// engine supervisor (`minibox supervise ID`) appeared anywhere. Leftover
 // processes are killed and leftover objects removed, by the cleanup
 // registry, so a leak does not spread to the next test; a cgroup the
-// registry does not know is only reported.
+// registry does not know is only reported, and so is a supervisor that is
+// not our child (ours are killed with the other children: the test
+// binary is their subreaper, so one whose starter exited is ours too).
 //
 // It makes the test binary a child subreaper (prctl(2)
 // PR_SET_CHILD_SUBREAPER): processes orphaned by a container's exit are
@@ -143,11 +150,12 @@ func Snapshot() KernelState {
 		made = append(made, cleanup.Object{Kind: "error", Name: err.Error()})
 	}
 	return KernelState{
-		Made:     made,
-		Cgroups:  miniboxCgroups(cgroupRoot, sweepDepth),
-		Links:    links(),
-		NetNS:    dirNames("/run/netns"),
-		Children: children(),
+		Made:        made,
+		Cgroups:     miniboxCgroups(cgroupRoot, sweepDepth),
+		Links:       links(),
+		NetNS:       dirNames("/run/netns"),
+		Children:    children(),
+		Supervisors: supervisors(),
 	}
 }
 
@@ -166,6 +174,7 @@ func Diff(before, after KernelState) string {
 	add("link", before.Links, after.Links)
 	add("netns", before.NetNS, after.NetNS)
 	add("process", before.Children, after.Children)
+	add("supervisor of a container still running (minibox rm -f ID, or kill PID)", before.Supervisors, after.Supervisors)
 	return b.String()
 }
 
@@ -276,6 +285,45 @@ func children() []string {
 		}
 	}
 	return out
+}
+
+// supervisors lists the live processes that are an engine's supervisor:
+// a command line "… supervise [flags] ID" with ID a 64-hex container ID,
+// as final/engine starts them (the binary may be minibox or a test
+// binary standing in for it).
+func supervisors() []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if isSupervisor(args) {
+			out = append(out, e.Name()+" "+strings.Join(args, " "))
+		}
+	}
+	return out
+}
+
+// isSupervisor reports whether args are a supervisor's command line.
+func isSupervisor(args []string) bool {
+	for i := 1; i < len(args); i++ {
+		if args[i] != "supervise" {
+			continue
+		}
+		for _, a := range args[i+1:] {
+			if cleanup.IsEngineID(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // waitForChildren gives exiting processes a moment, reaping the zombies that
