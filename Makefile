@@ -111,8 +111,9 @@ test-v2vm:
 			-test.skip '$(HOST_ONLY_TESTS)'; \
 	fi
 
+# With podman installed, final/bench compares it too and takes ~15 minutes.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+	$(GO) test -run '^$$' -bench . -benchtime 20x -timeout 60m ./...
 
 # shellcheck codes that are wrong for lesson demos (not for scripts/):
 #   SC2016  '$(…)' in single quotes is how a demo hands a script to the

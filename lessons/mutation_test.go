@@ -18,6 +18,7 @@ import (
 
 	"github.com/minibox-lab/minibox/internal/lesson"
 	"github.com/minibox-lab/minibox/internal/mutate"
+	"github.com/minibox-lab/minibox/internal/stages"
 	"github.com/minibox-lab/minibox/internal/testenv"
 	"github.com/minibox-lab/minibox/lessons"
 )
@@ -300,6 +301,40 @@ var lessonMutations = []mutate.Mutation{
 		New: `ep, cmd := cfg.Entrypoint, []string(nil) // mutation: the image's Cmd is ignored`,
 		Why: "imageCommand ignores the config's Cmd: run IMAGE without a command has nothing to run",
 	},
+
+	// Lesson 7: the engine (final/engine, final/runtime). The demos run
+	// minibox itself, so these mutate minibox: see runLessonInCopy's
+	// caller, which builds it from the mutated copy.
+	{
+		Name: "07-exit-status-lost", Lesson: 7, File: "final/engine/supervise.go",
+		Old: `return ws.ExitStatus()`,
+		New: `return 0 // mutation: every container exits 0`,
+		Why: "the supervisor records 0 whatever PID 1 returned: run exits 0 and ps -a shows Exited (0) for sh's exit 3",
+	},
+	{
+		Name: "07-supervisor-writes-no-log", Lesson: 7, File: "final/engine/supervise.go",
+		Old: `s.log.write(stream, buf[:n])`,
+		New: `_ = stream // mutation: the output goes to attached clients only, never into container.log`,
+		Why: "the supervisor does not write container.log: logs of a detached or exited container show nothing",
+	},
+	{
+		Name: "07-rm-keeps-container", Lesson: 7, File: "final/engine/supervise.go",
+		Old: `if err == nil && c.Config.AutoRemove {`,
+		New: `if false && c.Config.AutoRemove { // mutation: --rm is recorded, never done`,
+		Why: "the supervisor ignores --rm: a run --rm container stays in ps -a after it exits",
+	},
+	{
+		Name: "07-exec-keeps-host-mounts", Lesson: 7, File: "final/runtime/exec.go",
+		Old: `var execNamespaces = []string{"ipc", "uts", "net", "pid", "mnt", "cgroup"}`,
+		New: `var execNamespaces = []string{"ipc", "uts", "net", "pid", "cgroup"} // mutation: no setns into the mount namespace`,
+		Why: "exec joins every namespace but the mount namespace: the command sees the host's files and /proc, not the container's",
+	},
+	{
+		Name: "07-pid1-is-a-shell", Lesson: 7, File: "final/engine/bundle.go",
+		Old: `p.Args, p.Cwd, p.Terminal = c.Config.Cmd, c.Config.WorkingDir, c.Config.Tty`,
+		New: `p.Args, p.Cwd, p.Terminal = append([]string{"/bin/sh", "-c", "\"$@\" & wait $!", "sh"}, c.Config.Cmd...), c.Config.WorkingDir, c.Config.Tty // mutation: a shell is PID 1, the command its child`,
+		Why: "the bundle wraps the command in a shell: PID 1 is sh, the user's command its child (exec … ps shows it, and stop's SIGTERM is a shell's to ignore)",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the
@@ -413,8 +448,12 @@ func TestLessonsFailWhenTheirMechanismIsRemoved(t *testing.T) {
 			})
 			dir := filepath.Join(tmp, m.Name)
 			require.NoError(t, mutate.Tree(src, filepath.Join(dir, "src"), m))
+			bin := minibox
+			if mutatesMinibox(m) {
+				bin = buildMiniboxFrom(t, filepath.Join(dir, "src"), dir)
+			}
 
-			out, code, took := runLessonInCopy(t, unshare, minibox, dir, m.Lesson, lang)
+			out, code, took := runLessonInCopy(t, unshare, bin, dir, m.Lesson, lang)
 			require.NotEqual(t, 0, code,
 				"lesson %d --check --lang %s passed with mutation %s (%s): it does not check what it teaches (took %s)\n%s",
 				m.Lesson, lang, m.Name, m.Why, took, tail(out, 40))
@@ -426,6 +465,27 @@ func TestLessonsFailWhenTheirMechanismIsRemoved(t *testing.T) {
 	}
 	t.Logf("%d lesson runs (of %d lessons unmutated and %d mutations) in %s",
 		ran, len(all), len(lessonMutations), time.Since(start).Round(100*time.Millisecond))
+}
+
+// mutatesMinibox reports whether m changes minibox itself (the engine,
+// the runtime, the commands) rather than a stage: lesson 7's demos run
+// the minibox on PATH, which is the binary that runs the lesson, so the
+// mutated copy's minibox must run it.
+func mutatesMinibox(m mutate.Mutation) bool {
+	return strings.HasPrefix(m.File, "final/") || strings.HasPrefix(m.File, "internal/cli/")
+}
+
+// buildMiniboxFrom builds minibox from the source tree src into dir.
+func buildMiniboxFrom(t *testing.T, src, dir string) string {
+	t.Helper()
+	goTool, err := stages.GoTool()
+	require.NoError(t, err)
+	bin := filepath.Join(dir, "minibox")
+	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/minibox")
+	cmd.Dir = src
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "build the mutated minibox: %s", out)
+	return bin
 }
 
 // lessonWrapper runs minibox in a throw-away mount and UTS namespace whose

@@ -8,9 +8,9 @@
 #                                       docker-registry skopeo umoci curl (lesson 6
 #                                       starts a local registry, puts an image
 #                                       in it with umoci and skopeo, asks it
-#                                       with curl)
-#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), runc (final/
-#                                       runtime's bundles must run on runc too), and
+#                                       with curl), runc (lesson 7 runs the
+#                                       engine's bundle on runc too)
+#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), and
 #                                       qemu-system-x86 where make test runs
 #                                       the cgroup v2 VM (not on a pure v2 host)
 #   scripts/install-prereqs.sh [--test] --list
@@ -25,7 +25,7 @@ needs_v2vm() {
 	[[ "$(stat -fc %T "${MINIBOX_CGROUP_ROOT:-/sys/fs/cgroup}")" != cgroup2fs ]]
 }
 
-packages=(busybox-static iproute2 iptables docker-registry skopeo umoci curl)
+packages=(busybox-static iproute2 iptables docker-registry skopeo umoci curl runc)
 target=tour
 list=false
 for arg in "$@"; do
@@ -39,7 +39,7 @@ for arg in "$@"; do
 	esac
 done
 if [[ $target == test ]]; then
-	packages+=(shellcheck runc)
+	packages+=(shellcheck)
 	if needs_v2vm; then
 		packages+=(qemu-system-x86)
 	fi
@@ -113,11 +113,11 @@ if ! command -v dpkg-query >/dev/null; then
 		missing+=("umoci: umoci (Debian/Ubuntu, Fedora)")
 	command -v curl >/dev/null ||
 		missing+=("curl: curl (Debian/Ubuntu, Fedora)")
+	command -v runc >/dev/null ||
+		missing+=("runc: runc (Debian/Ubuntu, Fedora)")
 	if [[ $target == test ]]; then
 		command -v shellcheck >/dev/null ||
 			missing+=("shellcheck: shellcheck (Debian/Ubuntu), ShellCheck (Fedora)")
-		command -v runc >/dev/null ||
-			missing+=("runc: runc (Debian/Ubuntu, Fedora)")
 		if needs_v2vm; then
 			command -v qemu-system-x86_64 >/dev/null ||
 				missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")

@@ -26,9 +26,10 @@ type Mutation struct {
 }
 
 // treeParts are what building the stages and running the lessons need from
-// the source root; stageFolder matches the stages (01-chroot, …).
+// the source root (final/ is the engine that lesson 7 runs); stageFolder
+// matches the stages (01-chroot, …).
 var (
-	treeParts   = []string{"go.mod", "go.sum", "cmd", "internal", "lessons"}
+	treeParts   = []string{"go.mod", "go.sum", "cmd", "internal", "lessons", "final"}
 	stageFolder = regexp.MustCompile(`^[0-9][0-9]-`)
 )
 

@@ -1,0 +1,62 @@
+// Package bench measures the engine against podman: it holds benchmarks
+// only (its _test.go files), no code of its own.
+//
+// # What is measured
+//
+// BenchmarkRun: `minibox run --rm --network none IMAGE true` and the same
+// with the bridge network, against `podman run --rm … IMAGE true` of the
+// same image (pulled by both from one local registry), start to exit, as a
+// user would type it: each iteration is a whole CLI command.
+//
+// BenchmarkHundredDetached: 100 `run -d --network none IMAGE sleep`
+// containers, one after another: the time to start all of them; then,
+// with the 100 running, the memory of each container with its
+// supervisor (minibox's `minibox supervise ID`, podman's conmon) as PSS
+// (Pss of /proc/PID/smaps_rollup: shared pages divided among the
+// processes that share them, so 100 supervisors of one binary are not
+// counted 100 times), and the disk the 100 containers use on top of the
+// image (du of the data root with them minus without them).
+//
+// # How to run
+//
+// As root, under the lock every kernel test takes (the benchmarks make
+// mounts, cgroups and processes):
+//
+//	flock /tmp/minibox-kernel-tests.lock go test -run '^$' -bench . -benchtime 20x ./final/bench/
+//
+// -benchtime 20x is 20 runs per line (20 rounds of 100 containers for
+// BenchmarkHundredDetached: with podman installed that takes about ten
+// minutes; -bench Run alone, or -benchtime 3x, for a quick look).
+// TestMain runs the whole test binary again inside a network namespace of
+// its own (`unshare --net`), so both engines' bridges, addresses and
+// iptables rules live and die there: the machine's network is never
+// touched. The minibox binary is built once (go build ./cmd/minibox), the
+// image is the busybox root filesystem pushed to a registry on 127.0.0.1
+// (internal/registrytest), and everything, containers, data roots, podman's
+// storage, cgroups and the registry, is removed at the end.
+//
+// podman is optional: its lines are skipped when it is not installed (CI
+// does not install it). It runs with storage of its own in a temporary
+// directory, the cgroupfs manager, its cgroups under minibox/bench-podman,
+// and ulimits it can set (podman lowers its own RLIMIT_NPROC to 32768, so
+// a container asking for more fails with EPERM): see podmanConf.
+//
+// # How to read the output
+//
+// Each line gives ns/op (the mean of an iteration) and these metrics:
+//
+//	ms-median       the median of one command (BenchmarkRun)
+//	s-start-100     the median time to start 100 containers
+//	KiB-supervisor  per container: its supervisor's (or conmon's) PSS
+//	KiB-processes   per container: its own processes' PSS
+//	KiB-total       the sum of the two
+//	KiB-disk        per container, on top of the image
+//	KiB-image       the image as the engine stores it
+//	x-minibox       on podman's lines: podman's median divided by
+//	                minibox's, measured in the same run (10 = minibox is
+//	                ten times faster); x-minibox-mem, x-minibox-disk likewise
+//
+// These machines are noisy: compare the ratios of one run, not absolute
+// times across runs. Nothing is asserted. docs/benchmarks.md records a
+// run.
+package bench
