@@ -5,10 +5,21 @@ package main
 
 import (
 	"os"
+	goruntime "runtime"
 
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cli"
 )
+
+// A container's init (final/runtime) must exec the container's command
+// from its main thread, the one that holds the death signal its
+// supervisor asked for (prctl(2) PR_SET_PDEATHSIG is per thread): locked
+// here, in init, main and runtime.Init stay on it.
+func init() {
+	if runtime.IsInit() {
+		goruntime.LockOSThread()
+	}
+}
 
 func main() {
 	if runtime.IsInit() { // a container's init (final/runtime): nothing else first

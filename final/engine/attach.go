@@ -76,6 +76,11 @@ type attachServer struct {
 	resize  func(rows, cols uint16)
 	first   chan struct{} // closed when the first client is there
 	once    sync.Once
+	// ready is closed once stdin and resize are set. With -t the pty's
+	// master arrives only during the runtime's create, after run has
+	// attached: a client's first keys and its terminal's size wait for it
+	// instead of being dropped (type-ahead, and the initial window size).
+	ready chan struct{}
 }
 
 // serve accepts clients until the listener closes.
@@ -95,6 +100,7 @@ func (s *attachServer) serve(l net.Listener) {
 
 // readClient passes a client's input to the container.
 func (s *attachServer) readClient(conn net.Conn) {
+	<-s.ready // frames wait in the socket meanwhile
 	for {
 		kind, data, err := readFrame(conn)
 		if err != nil {

@@ -55,7 +55,9 @@ func (e *Engine) mountRootfs(c *Container) (string, error) {
 // only delays the real unmount).
 func (e *Engine) unmountRootfs(c *Container) error {
 	err := unix.Unmount(filepath.Join(e.containerDir(c.ID), "rootfs"), unix.MNT_DETACH)
-	if err == unix.EINVAL { // not mounted
+	// EINVAL: not mounted; ENOENT: never made (a created container that
+	// never started has no rootfs directory: rm must still remove it).
+	if err == unix.EINVAL || err == unix.ENOENT {
 		return nil
 	}
 	return err

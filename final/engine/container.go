@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/final/network"
 )
 
 // Container is one container, as `minibox inspect` prints it.
@@ -218,9 +220,8 @@ func (e *Engine) ids() ([]string, error) {
 }
 
 // refresh notices a container whose supervisor is gone while its record
-// says running (the supervisor was killed): its container is then dead
-// too (the supervisor was its parent and subreaper; the runtime's init
-// dies with it), and the record says so.
+// says running (the supervisor was killed), ends it and undoes what the
+// supervisor could not (recoverOrphan), and the record says so.
 func (e *Engine) refresh(id string) (*Container, error) {
 	c, err := e.load(id)
 	if err != nil || c.State.Status != "running" || e.supervised(id) {
@@ -228,11 +229,31 @@ func (e *Engine) refresh(id string) (*Container, error) {
 	}
 	return e.update(id, func(c *Container) error {
 		if c.State.Status == "running" && !e.supervised(id) {
+			e.recoverOrphan(c)
 			c.State.Status, c.State.ExitCode, c.State.FinishedAt = "exited", 137, time.Now()
-			c.State.Error = "its supervisor died"
+			c.State.Pid, c.State.Error = 0, "its supervisor died"
 		}
 		return nil
 	})
+}
+
+// recoverOrphan ends a container whose supervisor was killed and undoes
+// the supervisor's work. The runtime's init does not die with its parent
+// (the runtime, like runc, lets a container outlive the command that made
+// it: no parent-death signal), so the container would otherwise run on
+// unseen while ps said Exited, holding its cgroup, address, rules, veth
+// and root mount (TestSupervisorKilled). Whoever notices first does it,
+// under the container's lock: the runtime's delete kills every process in
+// its cgroup and removes the cgroup and the runtime's state; the network
+// is released from its lease; the root is unmounted.
+func (e *Engine) recoverOrphan(c *Container) {
+	_ = e.Runtime.Delete(c.ID, true)
+	if c.Config.Network == "bridge" {
+		if ep, err := network.Load(c.ID, network.Options{Root: e.Root}); err == nil {
+			_ = ep.Release()
+		}
+	}
+	_ = e.unmountRootfs(c)
 }
 
 // supervised reports whether the container's supervisor holds its

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
@@ -44,5 +46,7 @@ func New(root string) (*Engine, error) {
 			return nil, err
 		}
 	}
-	return &Engine{Root: abs, Images: images, Runtime: &runtime.Runtime{Root: filepath.Join(abs, "engine", "runtime")}, Self: self}, nil
+	// A container dies with its supervisor (Supervise locks its thread).
+	rt := &runtime.Runtime{Root: filepath.Join(abs, "engine", "runtime"), DeathSignal: unix.SIGKILL}
+	return &Engine{Root: abs, Images: images, Runtime: rt, Self: self}, nil
 }

@@ -106,7 +106,7 @@ func (e *Engine) execPipes(c *Container, p specs.Process, interactive bool, stdi
 
 // execTTY runs p on a new pseudo-terminal (/dev/ptmx, pts(4)).
 func (e *Engine) execTTY(c *Container, p specs.Process, stdin io.Reader, stdout io.Writer, resize <-chan [2]uint16) (int, error) {
-	master, slave, err := openPty()
+	master, slave, err := openPtyIn(c.State.Pid)
 	if err != nil {
 		return 0, err
 	}
@@ -136,29 +136,41 @@ func (e *Engine) execTTY(c *Container, p specs.Process, stdin io.Reader, stdout 
 	return exitStatusOf(state), nil
 }
 
-// openPty opens a new pseudo-terminal pair: ptmx's master, then its
-// slave /dev/pts/N, unlocked (what posix_openpt, unlockpt and ptsname do).
-func openPty() (*os.File, *os.File, error) {
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+// openPtyIn opens a new pseudo-terminal pair in the container's own
+// devpts (its /dev/pts/ptmx, as runc's exec -t does): a pair from the
+// host's /dev/ptmx is a terminal to isatty(3) but has no name inside
+// (ttyname(3), `tty`: "not a tty"). The ptmx is opened through the
+// container's root with openat2 RESOLVE_IN_ROOT, so that the container's
+// symlinks cannot lead to a host file, and checked to be a ptmx; the slave
+// is the master's peer (TIOCGPTPEER), opened by no path at all. Unlocking
+// it is what unlockpt(3) does.
+func openPtyIn(pid int) (*os.File, *os.File, error) {
+	root, err := os.Open("/proc/" + strconv.Itoa(pid) + "/root")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("the container's root: %w", err)
 	}
-	fd := int(master.Fd())
+	defer root.Close()
+	fd, err := unix.Openat2(int(root.Fd()), "dev/pts/ptmx", &unix.OpenHow{
+		Flags: unix.O_RDWR | unix.O_NOCTTY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the container's /dev/pts/ptmx: %w", err)
+	}
+	master := os.NewFile(uintptr(fd), "ptmx")
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || unix.Major(st.Rdev) != 5 || unix.Minor(st.Rdev) != 2 {
+		master.Close()
+		return nil, nil, fmt.Errorf("the container's /dev/pts/ptmx is not a ptmx (%v)", err)
+	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		master.Close()
 		return nil, nil, fmt.Errorf("unlockpt: %w", err)
 	}
-	n, err := unix.IoctlGetUint32(fd, unix.TIOCGPTN)
-	if err != nil {
+	peer, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno != 0 {
 		master.Close()
-		return nil, nil, fmt.Errorf("ptsname: %w", err)
+		return nil, nil, fmt.Errorf("open the terminal's slave (TIOCGPTPEER): %w", errno)
 	}
-	slave, err := os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		master.Close()
-		return nil, nil, err
-	}
-	return master, slave, nil
+	return master, os.NewFile(peer, "pts"), nil
 }
 
 func exitStatusOf(state *os.ProcessState) int {

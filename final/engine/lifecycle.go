@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,7 +147,9 @@ func (e *Engine) Remove(id string, force, volumes bool) error {
 			return fmt.Errorf("container %s did not stop after SIGKILL", c.Name)
 		}
 	}
-	if c, err = e.load(c.ID); err != nil {
+	if c, err = e.load(c.ID); errors.Is(err, fs.ErrNotExist) {
+		return nil // a --rm container: its supervisor removed it meanwhile
+	} else if err != nil {
 		return err
 	}
 	return e.remove(c, volumes)

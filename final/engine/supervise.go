@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,10 @@ import (
 // Start can tell its caller; with waitAttach it starts the container only
 // once a client is attached, so that no output is missed.
 func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) error {
+	// The container's init gets a death signal bound to the thread that
+	// forks it (Runtime.DeathSignal): this goroutine keeps that thread
+	// for the supervisor's whole life, so the container dies with it.
+	goruntime.LockOSThread()
 	lock, err := os.OpenFile(filepath.Join(e.containerDir(id), "supervisor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err == nil {
 		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
@@ -221,7 +226,7 @@ func (s *supervision) etcFiles(files map[string][]byte) ([]specs.Mount, error) {
 // console.sock (the OCI runtime's --console-socket).
 func (s *supervision) streams() (runtime.IO, string, error) {
 	dir := s.e.containerDir(s.c.ID)
-	s.attach = &attachServer{clients: map[net.Conn]bool{}, first: make(chan struct{})}
+	s.attach = &attachServer{clients: map[net.Conn]bool{}, first: make(chan struct{}), ready: make(chan struct{})}
 	_ = os.Remove(s.e.attachPath(s.c.ID))
 	l, err := listenUnix(s.e.attachPath(s.c.ID))
 	if err != nil {
@@ -260,6 +265,7 @@ func (s *supervision) streams() (runtime.IO, string, error) {
 	if err == nil {
 		err = err2
 	}
+	close(s.attach.ready) // stdin is set (or there is none)
 	return io, "", err
 }
 
@@ -313,6 +319,7 @@ func (s *supervision) receiveConsole(l net.Listener) {
 	s.attach.stdin = master
 	s.attach.resize = func(rows, cols uint16) { setWinsize(master, rows, cols) }
 	s.attach.mu.Unlock()
+	close(s.attach.ready)
 	s.pumps.Add(1)
 	go func() {
 		defer s.pumps.Done()
@@ -379,9 +386,6 @@ func (s *supervision) finish(status int) error {
 	case <-time.After(5 * time.Second): // a process outside holds a pipe
 	}
 	oom := oomKilled(s.c.Short())
-	data := make([]byte, 4)
-	binary.BigEndian.PutUint32(data, uint32(status))
-	s.attach.broadcast(frameExit, data)
 	s.undo()
 	s.undos = nil
 	c, err := s.e.update(s.c.ID, func(c *Container) error {
@@ -392,6 +396,13 @@ func (s *supervision) finish(status int) error {
 	if err == nil && c.Config.AutoRemove {
 		err = s.e.remove(c, true)
 	}
+	// The exit frame goes last (the clients' connections outlive the
+	// listener and the socket file): once `run` has returned, the record
+	// says exited and a --rm container is gone, as after docker run. Sent
+	// before, a script's next command could still see it.
+	data := make([]byte, 4)
+	binary.BigEndian.PutUint32(data, uint32(status))
+	s.attach.broadcast(frameExit, data)
 	return err
 }
 

@@ -23,7 +23,15 @@ const DefaultRoot = "/run/minibox/runtime"
 
 // Runtime makes and manages containers from OCI bundles. Root holds one
 // directory per container, with state.json and, until Start, exec.fifo.
-type Runtime struct{ Root string }
+type Runtime struct {
+	Root string
+	// DeathSignal, if set, is sent to a container's init when the thread
+	// that called Create ends (prctl(2) PR_SET_PDEATHSIG): the engine's
+	// supervisor, locked to its thread, sets SIGKILL so that a container
+	// never outlives it. Not with namespaces joined by path (their init
+	// is forked from a thread that ends at once).
+	DeathSignal unix.Signal
+}
 
 // IO are the container process's standard files; nil means /dev/null.
 type IO struct{ Stdin, Stdout, Stderr *os.File }
@@ -90,7 +98,7 @@ func (r *Runtime) Create(id, bundle string, io IO, consoleSocket, pidFile string
 		}
 		return 0, fmt.Errorf("state directory: %w", err)
 	}
-	c := &creation{id: id, dir: dir, bundle: bundle, spec: spec, io: io}
+	c := &creation{id: id, dir: dir, bundle: bundle, spec: spec, io: io, deathSignal: r.DeathSignal}
 	defer func() {
 		if err != nil {
 			c.undo()
@@ -130,6 +138,7 @@ type creation struct {
 	io              IO
 	cgroup          *cgroup
 	cmd             *exec.Cmd
+	deathSignal     unix.Signal
 }
 
 func (c *creation) undo() {
@@ -185,6 +194,9 @@ func (c *creation) run(consoleSocket string) error {
 		c.cmd.ExtraFiles = append(c.cmd.ExtraFiles, console)
 	}
 	c.cmd.SysProcAttr = initAttr(c.spec)
+	if c.deathSignal != 0 && !joinsByPath(c.spec) {
+		c.cmd.SysProcAttr.Pdeathsig = syscall.Signal(c.deathSignal)
+	}
 	if err := startJoined(c.cmd, c.spec); err != nil {
 		return fmt.Errorf("start the container's init: %w", err)
 	}
@@ -230,6 +242,16 @@ func initAttr(s *specs.Spec) *syscall.SysProcAttr {
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	return attr
+}
+
+// joinsByPath reports whether the spec joins a namespace by its path.
+func joinsByPath(s *specs.Spec) bool {
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // startJoined starts cmd inside the namespaces the spec joins by path.
