@@ -83,7 +83,9 @@ func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (
 		p.Env = append(p.Env, "HOME="+home)
 	}
 	spec.Mounts = append(spec.Mounts, extra...)
-	spec.Linux.CgroupsPath = "minibox/" + c.Short() // the stages' layout: cleanup knows it
+	// Absolute: under each hierarchy's root, as the stages do (cleanup
+	// knows it); runc reads a relative path as below its own cgroup.
+	spec.Linux.CgroupsPath = "/minibox/" + c.Short()
 	spec.Linux.Resources = resources(c.Config)
 	if c.Config.Network == "host" {
 		var keep []specs.LinuxNamespace

@@ -84,6 +84,26 @@ func (f *runFlags) options(cmd *cobra.Command, args []string) (engine.Options, e
 	return o, nil
 }
 
+// create makes the container that run and create ask for (pulling its
+// image if missing, with the pull's progress on stderr); errors in what
+// was asked exit with 125, as docker's do.
+func (f *runFlags) create(cmd *cobra.Command, args []string, s *streams, what string) (*engine.Engine, *engine.Container, error) {
+	o, err := f.options(cmd, args)
+	if err != nil {
+		return nil, nil, &exitError{code: 125, err: err}
+	}
+	e, err := f.open(what)
+	if err != nil {
+		return nil, nil, err
+	}
+	o.Pull = s.err
+	c, err := e.Create(context.Background(), o)
+	if err != nil {
+		return nil, nil, &exitError{code: 125, err: err}
+	}
+	return e, c, nil
+}
+
 // parseBytes reads 512k, 64m, 1g (docker's units, powers of 1024).
 func parseBytes(s string) (int64, error) {
 	mult := int64(1)
@@ -138,18 +158,9 @@ cgroup limits (lesson 3), a network (lesson 5), the image's config
 waits for the container and exits with its exit status.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := f.options(cmd, args)
-			if err != nil {
-				return &exitError{code: 125, err: err}
-			}
-			e, err := f.open("run")
+			e, c, err := f.create(cmd, args, s, "run")
 			if err != nil {
 				return err
-			}
-			o.Pull = s.err
-			c, err := e.Create(context.Background(), o)
-			if err != nil {
-				return &exitError{code: 125, err: err}
 			}
 			if f.detach {
 				err = e.Start(c.ID, nil)
@@ -160,7 +171,7 @@ waits for the container and exits with its exit status.`,
 				}
 			}
 			if err != nil {
-				if o.AutoRemove { // --rm: a container that never ran goes too
+				if c.Config.AutoRemove { // --rm: a container that never ran goes too
 					_ = e.Remove(c.ID, true, true)
 				}
 				return &exitError{code: 125, err: err}
@@ -261,21 +272,11 @@ func newCreateCmd(s *streams) *cobra.Command {
 		Short: "Create a container without starting it (start starts it)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := f.options(cmd, args)
-			if err != nil {
-				return &exitError{code: 125, err: err}
+			_, c, err := f.create(cmd, args, s, "create")
+			if err == nil {
+				fmt.Fprintln(s.out, c.ID)
 			}
-			e, err := f.open("create")
-			if err != nil {
-				return err
-			}
-			o.Pull = s.err
-			c, err := e.Create(context.Background(), o)
-			if err != nil {
-				return &exitError{code: 125, err: err}
-			}
-			fmt.Fprintln(s.out, c.ID)
-			return nil
+			return err
 		},
 	}
 	f.add(cmd, false)
