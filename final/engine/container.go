@@ -78,6 +78,7 @@ type NetworkSettings struct {
 type Mount struct {
 	Type        string // volume or bind
 	Name        string `json:",omitempty"`
+	Anonymous   bool   `json:",omitempty"` // -v /path: removed by rm -v
 	Source      string
 	Destination string
 	RW          bool
@@ -121,6 +122,9 @@ func (e *Engine) load(id string) (*Container, error) {
 	if err := json.Unmarshal(data, c); err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
+	if c.ID != id || !isID(id) { // the id names directories: never a path
+		return nil, fmt.Errorf("container %.12s: its record names another id, %q", id, c.ID)
+	}
 	return c, nil
 }
 
@@ -155,25 +159,29 @@ func (e *Engine) lock(id string) (func(), error) {
 	return func() { f.Close() }, nil
 }
 
-// Get finds a container by name, full id or unique id prefix, and brings
-// its state up to date (a supervisor that died is noticed here).
+// Get finds a container as docker does: by full id, else by name, else
+// by a unique id prefix; and brings its state up to date (a supervisor
+// that died is noticed here).
 func (e *Engine) Get(ref string) (*Container, error) {
+	if isID(ref) {
+		if _, err := os.Stat(e.containerDir(ref)); err == nil {
+			return e.refresh(ref)
+		}
+	}
+	if nameRule.MatchString(ref) { // never a path: names/<ref> stays in names/
+		if id, err := os.ReadFile(filepath.Join(e.Root, "engine", "names", ref)); err == nil && isID(string(id)) {
+			return e.refresh(string(id))
+		}
+	}
 	all, err := e.ids()
 	if err != nil {
 		return nil, err
 	}
 	var found []string
 	for _, id := range all {
-		if id == ref {
-			found = []string{id}
-			break
-		}
-		if strings.HasPrefix(id, ref) && len(ref) >= 1 {
+		if ref != "" && strings.HasPrefix(id, ref) {
 			found = append(found, id)
 		}
-	}
-	if id, err := os.ReadFile(filepath.Join(e.Root, "engine", "names", ref)); err == nil {
-		found = []string{string(id)}
 	}
 	switch {
 	case len(found) == 0:
@@ -205,6 +213,11 @@ func (e *Engine) List() ([]*Container, error) {
 	return list, nil
 }
 
+// isID reports whether s is a container id: 64 hex digits.
+func isID(s string) bool {
+	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
+}
+
 func (e *Engine) ids() ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(e.Root, "engine", "containers"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -212,7 +225,7 @@ func (e *Engine) ids() ([]string, error) {
 	}
 	var ids []string
 	for _, d := range entries {
-		if len(d.Name()) == 64 {
+		if isID(d.Name()) {
 			ids = append(ids, d.Name())
 		}
 	}
@@ -237,15 +250,14 @@ func (e *Engine) refresh(id string) (*Container, error) {
 	})
 }
 
-// recoverOrphan ends a container whose supervisor was killed and undoes
-// the supervisor's work. The runtime's init does not die with its parent
-// (the runtime, like runc, lets a container outlive the command that made
-// it: no parent-death signal), so the container would otherwise run on
-// unseen while ps said Exited, holding its cgroup, address, rules, veth
-// and root mount (TestSupervisorKilled). Whoever notices first does it,
-// under the container's lock: the runtime's delete kills every process in
-// its cgroup and removes the cgroup and the runtime's state; the network
-// is released from its lease; the root is unmounted.
+// recoverOrphan undoes the work of a supervisor that was killed. Its
+// container died with it (Runtime.DeathSignal), but what the supervisor
+// would have undone is still there: the cgroup and the runtime's state,
+// the address, rules and veth, the root mount (TestSupervisorKilled).
+// Whoever notices first does it, under the container's lock: the
+// runtime's delete kills whatever may still run in the cgroup and removes
+// it and the runtime's state; the network is released from its lease; the
+// root is unmounted.
 func (e *Engine) recoverOrphan(c *Container) {
 	_ = e.Runtime.Delete(c.ID, true)
 	if c.Config.Network == "bridge" {

@@ -136,7 +136,7 @@ func (e *Engine) Remove(id string, force, volumes bool) error {
 	if err != nil {
 		return err
 	}
-	if c.State.Status == "running" {
+	if c.State.Status == "running" || e.supervised(c.ID) { // a supervisor may be starting it
 		if !force {
 			return fmt.Errorf("container %s is running: stop it first, or rm -f", c.Name)
 		}
@@ -163,11 +163,14 @@ func (e *Engine) remove(c *Container, volumes bool) error {
 	}
 	if volumes {
 		for _, m := range c.Mounts {
-			if m.Type == "volume" && len(m.Name) == 64 { // anonymous
+			if m.Type == "volume" && m.Anonymous {
 				_ = os.RemoveAll(filepath.Join(e.Root, "volumes", m.Name))
 			}
 		}
 	}
-	os.Remove(filepath.Join(e.Root, "engine", "names", c.Name))
+	name := filepath.Join(e.Root, "engine", "names", c.Name)
+	if owner, err := os.ReadFile(name); err == nil && string(owner) == c.ID { // never another's
+		os.Remove(name)
+	}
 	return os.RemoveAll(e.containerDir(c.ID))
 }

@@ -56,8 +56,16 @@ func (l *logger) write(stream string, p []byte) {
 		l.entry(stream, buf[:i+1])
 		buf = buf[i+1:]
 	}
+	if len(buf) >= maxLine { // no newline for long: an entry of its own, as docker's json-file does
+		l.entry(stream, buf)
+		buf = nil
+	}
 	l.partial[stream] = append([]byte{}, buf...)
 }
+
+// maxLine bounds what the supervisor keeps of a line still without its
+// newline: `cat /dev/zero` must not grow it without end.
+const maxLine = 16 << 10
 
 // close writes what is left of unfinished lines.
 func (l *logger) close() {

@@ -145,7 +145,9 @@ func TestSupervisorKilled(t *testing.T) {
 	// minibox cleanup first, before any command noticed: the container
 	// is gone with its supervisor, and cleanup removes what they left;
 	// ps then says Exited.
-	id = strings.TrimSpace(e.ok("run", "-d", "--name", "victim2", "-p", "18093:80", e.ref, "sleep", "1000"))
+	// (-u: a change of credentials clears the death signal; the runtime's
+	// init sets it again.)
+	id = strings.TrimSpace(e.ok("run", "-d", "--name", "victim2", "-u", "1000", "-p", "18093:80", e.ref, "sleep", "1000"))
 	r = e.inspect("victim2")
 	t.Cleanup(func() {
 		if alive(r.State.Pid) {

@@ -57,6 +57,8 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 	defer s.undo()
 	pid, err := s.create(ready, waitAttach)
 	if err != nil {
+		s.undo() // before anyone hears of the failure (run --rm removes then)
+		s.undos = nil
 		e.update(id, func(c *Container) error { c.State.Status, c.State.Error = "created", err.Error(); return nil })
 		return report(ready, err)
 	}
@@ -209,8 +211,8 @@ func (s *supervision) etcFiles(files map[string][]byte) ([]specs.Mount, error) {
 	var mounts []specs.Mount
 	for _, name := range []string{"hostname", "hosts", "resolv.conf"} {
 		data, ok := files[name]
-		if !ok {
-			continue
+		if !ok || s.userMounts("/etc/"+name) {
+			continue // missing, or the user's -v …:/etc/hosts wins, as in docker
 		}
 		path := filepath.Join(s.e.containerDir(s.c.ID), name)
 		if err := os.WriteFile(path, data, 0o644); err != nil {
@@ -219,6 +221,16 @@ func (s *supervision) etcFiles(files map[string][]byte) ([]specs.Mount, error) {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: path, Options: []string{"rbind", "rprivate"}})
 	}
 	return mounts, nil
+}
+
+// userMounts reports whether a -v of the container mounts on dest.
+func (s *supervision) userMounts(dest string) bool {
+	for _, m := range s.c.Mounts {
+		if filepath.Clean(m.Destination) == dest {
+			return true
+		}
+	}
+	return false
 }
 
 // streams makes the container's standard streams and the attach socket:

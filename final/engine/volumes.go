@@ -61,7 +61,7 @@ func (e *Engine) volumeMounts(c *Container) ([]specs.Mount, error) {
 		}
 		if m.Type == "volume" {
 			if m.Name == "" {
-				m.Name = anonymousVolume(c, m.Destination)
+				m.Name, m.Anonymous = anonymousVolume(c, m.Destination), true
 			}
 			if m.Source, err = e.CreateVolume(m.Name); err != nil {
 				return nil, err
