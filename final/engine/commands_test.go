@@ -146,7 +146,7 @@ func TestRmInspectWait(t *testing.T) {
 	assert.Equal(t, "running", r.State.Status)
 	assert.Regexp(t, `^10\.89\.0\.\d+$`, r.Network.IPAddress)
 	assert.Equal(t, "10.89.0.1", r.Network.Gateway)
-	assert.Equal(t, []string{"8080:80"}, r.Network.Ports)
+	assert.Equal(t, []string{"0.0.0.0:8080->80/tcp"}, r.Network.Ports)
 	assert.Equal(t, []string{"sleep", "1000"}, r.Config.Cmd)
 	require.Len(t, r.Mounts, 2)
 	anon := r.Mounts[0]

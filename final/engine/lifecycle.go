@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -119,6 +120,13 @@ func (e *Engine) Wait(id string) (int, error) {
 	c, err := e.Get(id)
 	if err != nil {
 		return 0, err
+	}
+	if c.State.Status == "running" {
+		// The supervisor tells every attached client the exit status, and
+		// last of all, after --rm removed the record: so a --rm container's.
+		if code, err := e.Attach(c.ID, AttachIO{Stdout: io.Discard, Stderr: io.Discard}, nil); err == nil {
+			return code, nil
+		}
 	}
 	for !e.waitExited(c.ID, time.Hour) {
 	}

@@ -48,3 +48,26 @@ func TestReferencesAreNeverPaths(t *testing.T) {
 	assert.Contains(t, stderr, "no such container")
 	assert.FileExists(t, filepath.Join(outside, "x"))
 }
+
+// ps and inspect show published ports as docker does, the host port the
+// engine chose for -p 80 included.
+func TestPublishedPortsAsDockerShowsThem(t *testing.T) {
+	e := newEnv(t)
+	e.ok("run", "-d", "--name", "any", "-p", "80", "-p", "127.0.0.1:18094:81/udp", e.ref, "sleep", "1000")
+	ports := e.inspect("any").Network.Ports
+	require.Len(t, ports, 2)
+	assert.Regexp(t, `^0\.0\.0\.0:[1-9][0-9]*->80/tcp$`, ports[0])
+	assert.NotEqual(t, "0.0.0.0:0->80/tcp", ports[0], "no host port chosen")
+	assert.Equal(t, "127.0.0.1:18094->81/udp", ports[1])
+	assert.Contains(t, e.ok("ps"), ports[0]+", 127.0.0.1:18094->81/udp")
+	e.ok("rm", "-f", "any")
+}
+
+// wait returns the exit status of a --rm container, whose record is gone
+// by then, as docker's does.
+func TestWaitOnAnAutoRemovedContainer(t *testing.T) {
+	e := newEnv(t)
+	id := strings.TrimSpace(e.ok("run", "-d", "--rm", "--network", "none", e.ref, "sh", "-c", "sleep 1; exit 3"))
+	assert.Equal(t, "3\n", e.ok("wait", id))
+	assert.NotContains(t, e.ok("ps", "-a", "-q"), id[:12], "--rm kept it")
+}

@@ -151,6 +151,10 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 		c.State = State{Status: "running", Pid: pid, SupervisorPid: os.Getpid(), StartedAt: time.Now().UTC()}
 		if ep != nil {
 			c.Network.IPAddress, c.Network.Gateway = ep.IP.String(), ep.Gateway.String()
+			c.Network.Ports = nil // as docker shows them, the host port chosen for -p 80 included
+			for _, p := range ep.Ports {
+				c.Network.Ports = append(c.Network.Ports, p.String()) // 0.0.0.0:8080->80/tcp
+			}
 		}
 		return nil
 	})
