@@ -621,20 +621,3 @@ func newDirs(before, now []string) []string {
 	}
 	return extra
 }
-
-// removeNewCgroupParentsAtEnd removes, when the test ends, the shared
-// minibox/ parents that the test's stage runs made. The stage leaves them
-// in place on purpose (the leak check counts them as shared, not leaked),
-// but a test removes what it made, and so the next test's stage starts
-// without them again, which is the path a first run takes. Registered
-// after CheckLeaks, it runs before it. (A group left behind under a parent
-// keeps it from going: CheckLeaks reports that group.)
-func removeNewCgroupParentsAtEnd(t *testing.T) {
-	t.Helper()
-	parents := cgParentDirs()
-	t.Cleanup(func() {
-		for _, p := range newDirs(parents, cgParentDirs()) {
-			_ = unix.Rmdir(p)
-		}
-	})
-}

@@ -60,6 +60,7 @@ func CheckLeaks(t testing.TB) {
 		t.Fatalf("prctl PR_SET_CHILD_SUBREAPER: %v", err)
 	}
 	before := ours(Snapshot())
+	parents := cgroupParents()
 	t.Cleanup(func() {
 		after := ours(waitForChildren(before.Children, 2*time.Second))
 		if leaked := Diff(before, after); leaked != "" {
@@ -67,7 +68,34 @@ func CheckLeaks(t testing.TB) {
 		}
 		killChildren(before.Children, newItems(before.Children, after.Children))
 		removeLeaks(before, after)
+		removeNewParents(parents)
 	})
+}
+
+// cgroupParents lists the shared minibox/ parents of the cgroup trees
+// (<root>/minibox, <root>/<controller>/minibox): the stages, the runtime
+// and runc (for /minibox/<id>) make them and leave them for the next
+// container, so the leak check does not count them.
+func cgroupParents() map[string]bool {
+	found := map[string]bool{}
+	for _, pattern := range []string{filepath.Join(cgroupRoot, "minibox"), filepath.Join(cgroupRoot, "*", "minibox")} {
+		matches, _ := filepath.Glob(pattern)
+		for _, m := range matches {
+			found[m] = true
+		}
+	}
+	return found
+}
+
+// removeNewParents removes the minibox/ parents the test made, once
+// empty (rmdir(2) refuses a group with children or processes): a test
+// removes what it made, and the next test takes the path of a first run.
+func removeNewParents(before map[string]bool) {
+	for p := range cgroupParents() {
+		if !before[p] {
+			_ = unix.Rmdir(p)
+		}
+	}
 }
 
 // cgroupRoot is where the leak check looks for cgroups: the host's cgroup

@@ -284,12 +284,12 @@ func TestCheckLeaksCatchesAndRemovesACgroup(t *testing.T) {
 	rec.finish()
 	require.Len(t, rec.errors, 1)
 	assert.Contains(t, rec.errors[0], "  cgroup: "+group+"\n")
-	assert.NotContains(t, rec.errors[0], "  cgroup parent: ", "the parent stays, as stage 03 leaves it")
+	assert.NotContains(t, rec.errors[0], "  cgroup parent: ", "the shared parent is not a leak")
 	assert.NoDirExists(t, group, "the leaked cgroup was removed")
-	assert.DirExists(t, parent, "the shared parent is not a leak: left in place")
+	assert.NoDirExists(t, parent, "the parent the test made is removed with what was in it")
 }
 
-func TestCheckLeaksAcceptsTheEmptyParent(t *testing.T) {
+func TestCheckLeaksRemovesTheEmptyParentItMade(t *testing.T) {
 	testenv.RequireRoot(t)
 	parent := freshParent(t)
 
@@ -303,6 +303,21 @@ func TestCheckLeaksAcceptsTheEmptyParent(t *testing.T) {
 	t.Cleanup(func() { _ = os.Remove(group); _ = os.Remove(parent) })
 	require.NoError(t, os.Remove(group))
 
+	rec.finish()
+	assert.Empty(t, rec.errors, "the shared parent is not a leak")
+	assert.NoDirExists(t, parent, "a test removes the parent it made")
+}
+
+// A parent that was there before the test stays: the test did not make it.
+func TestCheckLeaksKeepsAParentThatWasThere(t *testing.T) {
+	testenv.RequireRoot(t)
+	parent := freshParent(t)
+	require.NoError(t, os.Mkdir(parent, 0o755))
+	t.Cleanup(func() { _ = os.Remove(parent) })
+
+	rec := &recorder{TB: t}
+	rec.run(func() { testenv.CheckLeaks(rec) })
+	require.Empty(t, rec.fatals)
 	rec.finish()
 	assert.Empty(t, rec.errors)
 	assert.DirExists(t, parent)
