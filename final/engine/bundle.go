@@ -38,15 +38,10 @@ func (e *Engine) mountRootfs(c *Container) (string, error) {
 			return "", err
 		}
 	}
-	lower := make([]string, len(layers)) // top first
-	for i, l := range layers {
-		lower[len(layers)-1-i] = l
-	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s/diff,workdir=%s/work", strings.Join(lower, ":"), dir, dir)
 	rootfs := filepath.Join(dir, "rootfs")
 	// mount -t overlay overlay -o lowerdir=…,upperdir=…,workdir=… rootfs
-	if err := unix.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
-		return "", fmt.Errorf("mount the overlay of %d layers on %s: %w", len(layers), rootfs, err)
+	if err := MountOverlay(e.Root, layers, filepath.Join(dir, "diff"), filepath.Join(dir, "work"), rootfs); err != nil {
+		return "", err
 	}
 	return rootfs, nil
 }

@@ -98,13 +98,19 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
+// newPrefix names a container directory being made (makeContainer).
+const newPrefix = ".new-"
+
 // save writes the record atomically.
-func (e *Engine) save(c *Container) error {
+func (e *Engine) save(c *Container) error { return e.saveIn(e.containerDir(c.ID), c) }
+
+// saveIn writes c's record into dir through a temporary file and rename(2).
+func (e *Engine) saveIn(dir string, c *Container) error {
 	data, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(e.containerDir(c.ID), "container.json")
+	path := filepath.Join(dir, "container.json")
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return fmt.Errorf("save container %s: %w", c.Short(), err)
@@ -148,7 +154,13 @@ func (e *Engine) update(id string, change func(*Container) error) (*Container, e
 
 // lock takes the container's lock file.
 func (e *Engine) lock(id string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(e.containerDir(id), "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	return lockFile(filepath.Join(e.containerDir(id), "lock"))
+}
+
+// lockFile takes an exclusive flock(2) on path (made if missing); the
+// returned func releases it.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -157,6 +169,16 @@ func (e *Engine) lock(id string) (func(), error) {
 		return nil, err
 	}
 	return func() { f.Close() }, nil
+}
+
+// lockHeld reports whether someone holds path's flock(2) now.
+func (e *Engine) lockHeld(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
 }
 
 // Get finds a container as docker does: by full id, else by name, else
@@ -272,13 +294,5 @@ func (e *Engine) recoverOrphan(c *Container) {
 // supervisor.lock: a lock dies with its process, so no PID can be reused
 // into a false answer.
 func (e *Engine) supervised(id string) bool {
-	f, err := os.Open(filepath.Join(e.containerDir(id), "supervisor.lock"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return true // held: alive
-	}
-	return false
+	return e.lockHeld(filepath.Join(e.containerDir(id), "supervisor.lock"))
 }

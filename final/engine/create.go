@@ -63,22 +63,47 @@ func (e *Engine) Create(ctx context.Context, o Options) (*Container, error) {
 		return nil, err
 	}
 	c.Network.Ports = o.Ports
-	if err := os.MkdirAll(e.containerDir(c.ID), 0o700); err != nil {
-		return nil, err
-	}
-	if c.Name, err = e.reserveName(o.Name, c.ID); err != nil {
-		os.RemoveAll(e.containerDir(c.ID))
-		return nil, err
-	}
 	if c.Config.Hostname == "" {
 		c.Config.Hostname = c.Short()
 	}
 	c.State.Status = "created"
-	if err := e.save(c); err != nil {
-		e.remove(c, false)
+	if err := e.makeContainer(c, o.Name); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// makeContainer gives c its name and its directory, all or nothing even
+// if we are killed: the directory is made as .new-<id>, under its lock,
+// and renamed into place with the record in it (rename(2) is atomic); a
+// name whose container has no directory was left by a killed create and
+// is taken back (reserveName).
+func (e *Engine) makeContainer(c *Container, name string) (err error) {
+	tmp := filepath.Join(e.Root, "engine", "containers", newPrefix+c.ID)
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	unlock, err := lockFile(filepath.Join(tmp, "lock"))
+	if err != nil {
+		os.RemoveAll(tmp)
+		return err
+	}
+	defer unlock()
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if c.Name, err = e.reserveName(name, c.ID); err != nil {
+		return err
+	}
+	if err = e.saveIn(tmp, c); err == nil {
+		err = os.Rename(tmp, e.containerDir(c.ID))
+	}
+	if err != nil {
+		e.releaseName(c)
+	}
+	return err
 }
 
 // check rejects bad flag values before anything is made.
@@ -106,11 +131,21 @@ func (o *Options) check() error {
 			return err
 		}
 	}
+	env := o.Env[:0:0]
 	for _, kv := range o.Env {
-		if !strings.Contains(kv, "=") {
-			return fmt.Errorf("-e %s: expected NAME=VALUE", kv)
+		if strings.HasPrefix(kv, "=") {
+			return fmt.Errorf("-e %s: expected NAME=VALUE or NAME", kv)
 		}
+		if !strings.Contains(kv, "=") { // -e NAME: docker passes our value, if we have one
+			value, ok := os.LookupEnv(kv)
+			if !ok {
+				continue
+			}
+			kv += "=" + value
+		}
+		env = append(env, kv)
 	}
+	o.Env = env
 	return nil
 }
 
@@ -170,18 +205,25 @@ func first(values ...string) string {
 }
 
 // reserveName takes name (or a generated one) for id: a file in
-// $ROOT/engine/names made with O_EXCL, so two runs cannot both get it.
+// $ROOT/engine/names made with O_EXCL, so two runs cannot both get it,
+// under names.lock, so that taking back a stale name cannot race.
 func (e *Engine) reserveName(name, id string) (string, error) {
 	dir := filepath.Join(e.Root, "engine", "names")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
+	unlock, err := lockFile(filepath.Join(e.Root, "engine", "names.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	generated := name == ""
 	for try := 0; try < 100; try++ {
 		if generated {
 			name = randomName()
 		}
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		path := filepath.Join(dir, name)
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err == nil {
 			_, err = f.WriteString(id)
 			f.Close()
@@ -190,10 +232,45 @@ func (e *Engine) reserveName(name, id string) (string, error) {
 		if !errors.Is(err, fs.ErrExist) {
 			return "", err
 		}
+		other, _ := os.ReadFile(path)
+		if e.staleName(string(other)) {
+			os.Remove(path) // its create was killed: take it back
+			try--
+			continue
+		}
 		if !generated {
-			other, _ := os.ReadFile(filepath.Join(dir, name))
 			return "", fmt.Errorf("the name %q is already in use by container %.12s: remove it or choose another name", name, other)
 		}
 	}
 	return "", errors.New("no free name after 100 tries")
+}
+
+// staleName reports whether a name's owner never came to be: not an id
+// (killed between O_EXCL and the write), or an id with neither a
+// directory nor a .new- one whose create still holds its lock. The caller
+// holds names.lock, so no create is between those steps now.
+func (e *Engine) staleName(owner string) bool {
+	if !isID(owner) {
+		return true
+	}
+	if _, err := os.Stat(e.containerDir(owner)); err == nil {
+		return false
+	}
+	tmp := filepath.Join(e.Root, "engine", "containers", newPrefix+owner)
+	if _, err := os.Stat(tmp); err != nil {
+		return true
+	}
+	if e.lockHeld(filepath.Join(tmp, "lock")) {
+		return false // its create runs
+	}
+	os.RemoveAll(tmp)
+	return true
+}
+
+// releaseName removes c's name if it is still c's (never another's).
+func (e *Engine) releaseName(c *Container) {
+	name := filepath.Join(e.Root, "engine", "names", c.Name)
+	if owner, err := os.ReadFile(name); err == nil && string(owner) == c.ID {
+		os.Remove(name)
+	}
 }

@@ -118,6 +118,10 @@ func (e *Engine) waitExited(id string, timeout time.Duration) bool {
 // Wait blocks until the container has exited and returns its status.
 func (e *Engine) Wait(id string) (int, error) {
 	c, err := e.Get(id)
+	for err == nil && c.State.Status == "created" { // as docker: until it has run
+		time.Sleep(100 * time.Millisecond)
+		c, err = e.Get(c.ID)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -166,6 +170,9 @@ func (e *Engine) Remove(id string, force, volumes bool) error {
 // remove deletes a container that no longer runs: its name, its anonymous
 // volumes (with volumes), its directory (upper layer, log, record).
 func (e *Engine) remove(c *Container, volumes bool) error {
+	// What a supervisor killed while starting the container left (its
+	// runtime state, cgroup, network), if anything.
+	e.recoverOrphan(c)
 	if err := e.unmountRootfs(c); err != nil {
 		return fmt.Errorf("rm %s: %w", c.Name, err)
 	}
@@ -176,9 +183,6 @@ func (e *Engine) remove(c *Container, volumes bool) error {
 			}
 		}
 	}
-	name := filepath.Join(e.Root, "engine", "names", c.Name)
-	if owner, err := os.ReadFile(name); err == nil && string(owner) == c.ID { // never another's
-		os.Remove(name)
-	}
+	e.releaseName(c)
 	return os.RemoveAll(e.containerDir(c.ID))
 }

@@ -146,7 +146,7 @@ func TestRunBadFlags(t *testing.T) {
 		{[]string{"--network", "x"}, "--network x"},
 		{[]string{"-v", "relative/dir:/data"}, "-v relative/dir:/data"},
 		{[]string{"-v", "/tmp:data"}, "-v /tmp:data"},
-		{[]string{"-e", "NOVALUE"}, "-e NOVALUE"},
+		{[]string{"-e", "=NOVALUE"}, "-e =NOVALUE: expected NAME=VALUE or NAME"},
 		{[]string{"--name", "bad name"}, `--name "bad name"`},
 		{[]string{"--cpus", "-1"}, "--cpus -1"},
 		{[]string{"--env-file", "/nonexistent/env"}, "--env-file"},

@@ -39,12 +39,9 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 	// forks it (Runtime.DeathSignal): this goroutine keeps that thread
 	// for the supervisor's whole life, so the container dies with it.
 	goruntime.LockOSThread()
-	lock, err := os.OpenFile(filepath.Join(e.containerDir(id), "supervisor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err == nil {
-		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-	}
+	lock, err := lockSupervisor(e.containerDir(id))
 	if err != nil {
-		return report(ready, fmt.Errorf("container %.12s already has a supervisor: %w", id, err))
+		return report(ready, fmt.Errorf("container %.12s: %w", id, err))
 	}
 	defer lock.Close()
 	// prctl(PR_SET_CHILD_SUBREAPER): orphans of the container come to us.
@@ -53,6 +50,10 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 	if err != nil {
 		return report(ready, err)
 	}
+	// A supervisor killed while it was starting the container (before the
+	// record said running) left its mount, network and runtime state:
+	// undo them before making new ones.
+	e.recoverOrphan(c)
 	s := &supervision{e: e, c: c}
 	defer s.undo()
 	pid, err := s.create(ready, waitAttach)
@@ -66,6 +67,27 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 	ready.Close()
 	status := s.wait(pid)
 	return s.finish(status)
+}
+
+// lockSupervisor takes supervisor.lock for good (flock(2) LOCK_EX). Other
+// commands test it with a shared lock for an instant (supervised, and
+// minibox cleanup): a few tries tell them from a live supervisor.
+func lockSupervisor(dir string) (*os.File, error) {
+	lock, err := os.OpenFile(filepath.Join(dir, "supervisor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for try := 0; ; try++ {
+		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return lock, nil
+		}
+		if err != unix.EWOULDBLOCK || try == 40 {
+			lock.Close()
+			return nil, fmt.Errorf("it already has a supervisor: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // report tells the starter why the start failed.

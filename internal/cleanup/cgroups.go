@@ -98,7 +98,11 @@ func findGroups(env Env) ([]Object, error) {
 			return strings.Count(groups[i], "/") > strings.Count(groups[j], "/")
 		})
 		for _, g := range groups {
-			out = append(out, Object{Kind: cgroupKind, Name: g, Busy: groupInUse(g, holders)})
+			busy := groupInUse(g, holders)
+			if busy == "" {
+				busy = engineGroupInUse(env, filepath.Base(g))
+			}
+			out = append(out, Object{Kind: cgroupKind, Name: g, Busy: busy})
 		}
 	}
 	return out, nil
@@ -129,14 +133,49 @@ func findParents(env Env) ([]Object, error) {
 // group holds no process.
 func groupInUse(dir string, holders map[fileID][]string) string {
 	if pids := processesBelow(dir); len(pids) > 0 {
-		return fmt.Sprintf("holds processes %s: a container still running? Stop it (kill %s), then run minibox cleanup again",
-			describePIDs(pids), strings.Join(pids, " "))
+		return fmt.Sprintf("holds processes %s: a container still running? Stop it (%s), then run minibox cleanup again",
+			describePIDs(pids), stopHint(dir, pids))
 	}
 	if pids := holdersBelow(dir, holders); len(pids) > 0 {
-		return fmt.Sprintf("process %s has its cgroup.procs open: a container starting or running? Stop it (kill %s), then run minibox cleanup again",
-			describePIDs(pids), strings.Join(pids, " "))
+		return fmt.Sprintf("process %s has its cgroup.procs open: a container starting or running? Stop it (%s), then run minibox cleanup again",
+			describePIDs(pids), stopHint(dir, pids))
 	}
 	return ""
+}
+
+// engineGroupInUse says why the group named name is an engine
+// container's that is being started, or "": the engine's groups are
+// minibox/<12 hex> of a container whose supervisor runs; the supervisor
+// makes the group before the container's init joins it, and until then
+// the group is empty.
+func engineGroupInUse(env Env, name string) string {
+	if len(name) != 12 || !isLowerHex(name) {
+		return ""
+	}
+	for _, root := range env.DataRoots {
+		matches, _ := filepath.Glob(filepath.Join(root, engineContainers, name+"*"))
+		for _, dir := range matches {
+			id := filepath.Base(dir)
+			if !IsEngineID(id) {
+				continue
+			}
+			if release, busy := engineSupervisor(root, id); busy != "" {
+				return "engine " + busy
+			} else {
+				release()
+			}
+		}
+	}
+	return ""
+}
+
+// stopHint is how to stop what holds group dir: an engine container's
+// group is minibox/<12 hex>, stopped by minibox stop; a stage's by kill.
+func stopHint(dir string, pids []string) string {
+	if name := filepath.Base(dir); len(name) == 12 && isLowerHex(name) {
+		return "minibox stop " + name + ", or kill " + strings.Join(pids, " ")
+	}
+	return "kill " + strings.Join(pids, " ")
 }
 
 // processesBelow lists the PIDs in the group dir and in every group below it.

@@ -111,6 +111,7 @@ type Kind struct {
 var Kinds = []Kind{
 	Mounts,
 	ContainerDirs,  // 04-layers: after the mounts that may be in them
+	EngineTemps,    // final/engine: an interrupted create's directory
 	LayerTemps,     // 04-layers: half-unpacked layers
 	ImageTemps,     // 06-images: interrupted blob, index and cache writes
 	RuntimeStates,  // final/runtime: a dead init's state directory

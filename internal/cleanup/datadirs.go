@@ -68,7 +68,7 @@ func (d dataDir) list(env Env) ([]string, error) {
 // fs.ErrNotExist (wrapped) when the entry is gone.
 func (d dataDir) check(path string) error {
 	parent := filepath.Dir(path)
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path || filepath.Base(parent) != d.sub || !d.match(filepath.Base(path)) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || !strings.HasSuffix(parent, "/"+d.sub) || !d.match(filepath.Base(path)) {
 		return fmt.Errorf("refusing to remove %s: not of the form <data root>/%s/<name minibox gives>", path, d.sub)
 	}
 	for _, p := range []string{parent, path} {

@@ -42,7 +42,7 @@ func (f *runFlags) add(cmd *cobra.Command, run bool) {
 	fl.BoolVarP(&f.o.Interactive, "interactive", "i", false, "keep its standard input open")
 	fl.BoolVarP(&f.o.Tty, "tty", "t", false, "a pseudo-terminal: job control, window size, Ctrl-C inside")
 	fl.StringVar(&f.o.Name, "name", "", "the container's `NAME`")
-	fl.StringArrayVarP(&f.o.Env, "env", "e", nil, "an environment variable `NAME=VALUE`")
+	fl.StringArrayVarP(&f.o.Env, "env", "e", nil, "an environment variable `NAME=VALUE`, or NAME: its value here")
 	fl.StringArrayVar(&f.envFiles, "env-file", nil, "read NAME=VALUE lines from `FILE`")
 	fl.StringArrayVarP(&f.o.Volumes, "volume", "v", nil, "a volume or bind mount `[SOURCE:]DEST[:ro]`")
 	fl.StringArrayVarP(&f.o.Ports, "publish", "p", nil, "publish a port `[IP:]HOSTPORT:PORT[/udp]`")
@@ -124,7 +124,8 @@ func parseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// readEnvFile reads NAME=VALUE lines; # comments and blank lines skipped.
+// readEnvFile reads NAME=VALUE lines (a NAME alone takes our value, as
+// -e NAME does); # comments and blank lines skipped.
 func readEnvFile(file string) ([]string, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -138,8 +139,8 @@ func readEnvFile(file string) ([]string, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if !strings.Contains(line, "=") {
-			return nil, fmt.Errorf("--env-file %s:%d: expected NAME=VALUE, got %q", file, n, line)
+		if strings.HasPrefix(line, "=") {
+			return nil, fmt.Errorf("--env-file %s:%d: expected NAME=VALUE or NAME, got %q", file, n, line)
 		}
 		env = append(env, line)
 	}
@@ -373,7 +374,7 @@ func newExecCmd(s *streams) *cobra.Command {
 	fl.SetInterspersed(false)
 	fl.BoolVarP(&o.Interactive, "interactive", "i", false, "keep standard input open")
 	fl.BoolVarP(&o.Tty, "tty", "t", false, "a pseudo-terminal")
-	fl.StringArrayVarP(&o.Env, "env", "e", nil, "an environment variable `NAME=VALUE`")
+	fl.StringArrayVarP(&o.Env, "env", "e", nil, "an environment variable `NAME=VALUE`, or NAME: its value here")
 	fl.StringVarP(&o.Workdir, "workdir", "w", "", "the working `DIR`")
 	fl.StringVarP(&o.User, "user", "u", "", "`USER[:GROUP]`")
 	return cmd

@@ -1,0 +1,106 @@
+package engine
+
+// The overlay mount of many layers. mount(2) takes its options in one
+// page (4096 bytes): with each layer named by its full path,
+// $ROOT/layers/<64 hex>, an image of ~40 layers no longer fits. So, as
+// docker's overlay2 driver does, each layer gets a short name, a symlink
+// $ROOT/engine/l/<16 hex> → ../../layers/<64 hex>, and the mount names the
+// layers relative to that directory (overlayfs resolves a relative
+// lowerdir from the mounting thread's working directory): 17 bytes a
+// layer, room for some 220 layers (docker allows 125).
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// shortLinks is where the layers' short names live, below the data root.
+const shortLinks = "engine/l"
+
+// MountOverlay mounts on target the overlay of the layer directories
+// lower (bottom first, as image.Store.LayerDirs returns them) under the
+// writable directory upper, with overlayfs's work directory work.
+func MountOverlay(root string, lower []string, upper, work, target string) error {
+	links := filepath.Join(root, shortLinks)
+	names, err := shortNames(links, lower)
+	if err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(names, ":"), upper, work)
+	if len(opts) >= os.Getpagesize() {
+		return fmt.Errorf("mount the overlay of %d layers on %s: too many layers for one mount (%d bytes of options)", len(lower), target, len(opts))
+	}
+	// The working directory is the process's, shared by all its threads:
+	// the mount runs on a thread of its own that first unshares its
+	// file-system attributes (unshare(2) CLONE_FS), then changes into the
+	// links. The thread is never given back to Go (it ends with the
+	// goroutine, still locked), so no other code runs with that cwd.
+	done := make(chan error, 1)
+	go func() {
+		goruntime.LockOSThread()
+		done <- mountFrom(links, target, opts)
+	}()
+	if err := <-done; err != nil {
+		return fmt.Errorf("mount the overlay of %d layers on %s: %w", len(lower), target, err)
+	}
+	return nil
+}
+
+// mountFrom is `cd dir && mount -t overlay overlay -o opts target`, on
+// the calling thread only.
+func mountFrom(dir, target, opts string) error {
+	if err := unix.Unshare(unix.CLONE_FS); err != nil {
+		return fmt.Errorf("unshare(CLONE_FS): %w", err)
+	}
+	if err := unix.Chdir(dir); err != nil {
+		return err
+	}
+	return unix.Mount("overlay", target, "overlay", 0, opts)
+}
+
+// shortNames returns each layer's short name (top first, as lowerdir=
+// wants them), making its link in links if missing. The name is the
+// first 16 hex digits of the layer directory's name (its digest); a
+// layer directory named otherwise keeps its full path.
+func shortNames(links string, lower []string) ([]string, error) {
+	if err := os.MkdirAll(links, 0o700); err != nil {
+		return nil, err
+	}
+	if len(lower) == 0 { // an image without layers (FROM scratch): an empty one
+		return []string{"empty"}, os.MkdirAll(filepath.Join(links, "empty"), 0o755)
+	}
+	names := make([]string, len(lower))
+	for i, dir := range lower {
+		name, err := shortName(links, dir)
+		if err != nil {
+			return nil, err
+		}
+		names[len(lower)-1-i] = name
+	}
+	return names, nil
+}
+
+func shortName(links, dir string) (string, error) {
+	base := filepath.Base(dir)
+	if len(base) < 16 || strings.Trim(base, "0123456789abcdef") != "" || strings.ContainsAny(dir, ":,") {
+		return "", fmt.Errorf("layer %s: not a layer directory of the store", dir)
+	}
+	link := filepath.Join(links, base[:16])
+	switch target, err := os.Readlink(link); {
+	case err == nil && target == dir:
+		return base[:16], nil
+	case err == nil: // a stale link (another data root's path): replace it
+		os.Remove(link)
+	}
+	// ln -s $ROOT/layers/<hex> $ROOT/engine/l/<16 hex>; a link made
+	// meanwhile by another container's start is as good as ours.
+	if err := os.Symlink(dir, link); err != nil && !os.IsExist(err) {
+		return "", err
+	}
+	return base[:16], nil
+}

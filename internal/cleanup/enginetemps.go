@@ -1,0 +1,67 @@
+package cleanup
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// EngineTemps are the engine's containers that were never made whole: a
+// create makes $ROOT/engine/containers/.new-<id>, holds an exclusive
+// flock(2) on its lock file while it takes the name and writes the record,
+// then renames it to <id>. A .new- directory whose lock nobody holds
+// belongs to a create that was killed. (Its name, if it got one, is taken
+// back by the next create that asks for it.)
+var EngineTemps = Kind{Name: engineTempKind, Find: findEngineTemps, Remove: removeEngineTemp}
+
+const engineTempKind = "engine tmp dir"
+
+var engineTemps = dataDir{sub: engineContainers, match: isEngineTempName}
+
+// isEngineTempName reports whether name is ".new-" and a container id.
+func isEngineTempName(name string) bool {
+	id, ok := strings.CutPrefix(name, ".new-")
+	return ok && IsEngineID(id)
+}
+
+func findEngineTemps(env Env) ([]Object, error) {
+	dirs, err := engineTemps.list(env)
+	out := make([]Object, 0, len(dirs))
+	for _, dir := range dirs {
+		out = append(out, Object{Kind: engineTempKind, Name: dir, Detail: "an interrupted create", Busy: engineTempInUse(dir)})
+	}
+	return out, err
+}
+
+// engineTempInUse says why dir is in use, or "": its create holds the lock.
+func engineTempInUse(dir string) string {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return "" // no lock file: the create was killed before it made it
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return "a container is being created (its lock is held); run minibox cleanup again in a moment"
+	}
+	return ""
+}
+
+// removeEngineTemp removes one interrupted create's directory, after
+// checking its exact form again and that its create is not running.
+func removeEngineTemp(o Object) error {
+	if err := engineTemps.check(o.Name); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if busy := engineTempInUse(o.Name); busy != "" {
+		return fmt.Errorf("refusing to remove %s: %s", o.Name, busy)
+	}
+	return removeTree(o.Name)
+}
