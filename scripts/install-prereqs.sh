@@ -9,8 +9,11 @@
 #                                       starts a local registry, puts an image
 #                                       in it with umoci and skopeo, asks it
 #                                       with curl), runc (lesson 7 runs the
-#                                       engine's bundle on runc too)
-#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), and
+#                                       engine's bundle on runc too), podman
+#                                       (lesson 7 hands it an image minibox
+#                                       built)
+#   scripts/install-prereqs.sh --test   … and shellcheck (make lint), buildah
+#                                       (images it builds run on minibox), and
 #                                       qemu-system-x86 where make test runs
 #                                       the cgroup v2 VM (not on a pure v2 host)
 #   scripts/install-prereqs.sh [--test] --list
@@ -25,7 +28,7 @@ needs_v2vm() {
 	[[ "$(stat -fc %T "${MINIBOX_CGROUP_ROOT:-/sys/fs/cgroup}")" != cgroup2fs ]]
 }
 
-packages=(busybox-static iproute2 iptables docker-registry skopeo umoci curl runc)
+packages=(busybox-static iproute2 iptables docker-registry skopeo umoci curl runc podman)
 target=tour
 list=false
 for arg in "$@"; do
@@ -39,7 +42,7 @@ for arg in "$@"; do
 	esac
 done
 if [[ $target == test ]]; then
-	packages+=(shellcheck)
+	packages+=(shellcheck buildah)
 	if needs_v2vm; then
 		packages+=(qemu-system-x86)
 	fi
@@ -115,9 +118,13 @@ if ! command -v dpkg-query >/dev/null; then
 		missing+=("curl: curl (Debian/Ubuntu, Fedora)")
 	command -v runc >/dev/null ||
 		missing+=("runc: runc (Debian/Ubuntu, Fedora)")
+	command -v podman >/dev/null ||
+		missing+=("podman: podman (Debian/Ubuntu, Fedora)")
 	if [[ $target == test ]]; then
 		command -v shellcheck >/dev/null ||
 			missing+=("shellcheck: shellcheck (Debian/Ubuntu), ShellCheck (Fedora)")
+		command -v buildah >/dev/null ||
+			missing+=("buildah: buildah (Debian/Ubuntu, Fedora)")
 		if needs_v2vm; then
 			command -v qemu-system-x86_64 >/dev/null ||
 				missing+=("qemu-system-x86_64: qemu-system-x86 (Debian/Ubuntu, Fedora)")

@@ -44,19 +44,19 @@ func cgroup2Mount(t *testing.T) string {
 }
 
 func TestPrereqsForTheTour(t *testing.T) {
-	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc"}, prereqs(t, ""))
+	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc", "podman"}, prereqs(t, ""))
 }
 
 // QEMU only where make test boots the cgroup v2 VM: not on a pure v2 host.
 func TestPrereqsForTheTestsOnAPureV2Host(t *testing.T) {
 	v2 := cgroup2Mount(t)
 	testenv.Require(t, v2 != "", "a cgroup2 mount to stand in for a pure v2 host's /sys/fs/cgroup")
-	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc", "shellcheck"}, prereqs(t, v2, "--test"))
+	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc", "podman", "shellcheck", "buildah"}, prereqs(t, v2, "--test"))
 }
 
 func TestPrereqsForTheTestsOnAV1OrHybridHost(t *testing.T) {
 	// Any directory that is not cgroup2 stands in for a v1 or hybrid root.
-	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc", "shellcheck", "qemu-system-x86"},
+	assert.Equal(t, []string{"busybox-static", "iproute2", "iptables", "docker-registry", "skopeo", "umoci", "curl", "runc", "podman", "shellcheck", "buildah", "qemu-system-x86"},
 		prereqs(t, t.TempDir(), "--test"))
 }
 
