@@ -86,7 +86,16 @@ func (g *cgroup) create(rel string, res *specs.LinuxResources) error {
 		if err := g.mkdirV2(dir, res); err != nil {
 			return err
 		}
-		return writeAll(dir, v2Settings(res))
+		if err := writeAll(dir, v2Settings(res)); err != nil {
+			return err
+		}
+		// v2 has no devices.allow: an eBPF program does it (devices_v2.go).
+		// It goes with the group when remove rmdirs it.
+		var devices []specs.LinuxDeviceCgroup
+		if res != nil {
+			devices = res.Devices
+		}
+		return applyDevicesV2(dir, devices)
 	}
 	settings := v1Settings(res)
 	for _, c := range v1Controllers {
@@ -168,8 +177,11 @@ type setting struct{ file, value string }
 
 // v1Settings are the resources as v1 files, per controller.
 func v1Settings(res *specs.LinuxResources) map[string][]setting {
+	// The device rules apply without linux.resources too: the default
+	// devices, and no others (the host's disks stay out of reach).
 	s := map[string][]setting{}
 	if res == nil {
+		s["devices"] = deviceRules(nil)
 		return s
 	}
 	if m := res.Memory; m != nil {

@@ -98,10 +98,24 @@ func forkInto(st *containerState, caps capSets, nnp bool, path string, args []st
 		defer cg.Close()
 	}
 	for _, ns := range execNamespaces {
-		if f, ok := fds[ns]; ok {
-			if err := unix.Setns(int(f.Fd()), 0); err != nil {
-				return nil, fmt.Errorf("setns %s: %w", ns, err)
-			}
+		f, ok := fds[ns]
+		if !ok {
+			continue
+		}
+		if ns == "cgroup" && cg != nil {
+			// cgroup v2 mounted with nsdelegate (systemd's default) lets
+			// clone3(CLONE_INTO_CGROUP) move a child only between groups
+			// the forking thread's cgroup namespace can see: from inside
+			// the container's, ours is invisible (ENOENT). So the child
+			// gets a cgroup namespace of its own, made after it is in the
+			// container's group: rooted there, it sees what the container
+			// sees (0::/). runc avoids this by joining the group from
+			// outside before its C code setns()es; a Go child cannot.
+			attr.Sys.Unshareflags |= unix.CLONE_NEWCGROUP
+			continue
+		}
+		if err := unix.Setns(int(f.Fd()), 0); err != nil {
+			return nil, fmt.Errorf("setns %s: %w", ns, err)
 		}
 	}
 	if err := dropBounding(caps.bounding); err != nil {

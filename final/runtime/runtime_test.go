@@ -214,9 +214,7 @@ func TestContainerView(t *testing.T) {
 	} {
 		assert.Equal(t, want, field(out, name+": "), "%s in:\n%s", name, out)
 	}
-	if !isCgroup2(t) { // v2's device control (eBPF) is not done yet
-		assert.Equal(t, "denied", field(out, "tun: "), "a device not in the allowed list (/dev/net/tun), made with CAP_MKNOD:\n%s", out)
-	}
+	assert.Equal(t, "denied", field(out, "tun: "), "a device not in the allowed list (/dev/net/tun), made with CAP_MKNOD:\n%s", out)
 	written, err := os.ReadFile(filepath.Join(host, "out"))
 	require.NoError(t, err)
 	assert.Equal(t, "written\n", string(written))

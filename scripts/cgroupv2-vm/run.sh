@@ -8,12 +8,15 @@
 # must stay so, but most students run pure cgroup v2. So we boot Debian's own
 # 6.1 cloud kernel under QEMU with an initramfs that holds a static busybox,
 # our /init (init.sh next to this file), a few kernel modules, the statically
-# linked test binary, every stage program and the minibox command; /init runs
+# linked test binary, every stage program, the minibox command (and
+# minibox-shim) and any host programs named in MINIBOX_VM_TOOLS; /init runs
 # the tests as root and reports their exit status, which becomes this script's
 # exit status.
 # See docs/cgroup-v2-vm.md.
 #
 # Environment:
+#   MINIBOX_VM_TOOLS    host programs to copy in, with their libraries
+#                       (space-separated names on PATH, e.g. docker-registry)
 #   MINIBOX_VM_CACHE    where the kernel is kept  (/var/cache/minibox/cgroupv2-vm)
 #   MINIBOX_VM_TIMEOUT  seconds before the VM is killed                    (600)
 #   MINIBOX_VM_MEM      guest memory in MiB                               (1024)
@@ -326,16 +329,44 @@ for d in "$modroot"/[0-9][0-9]-*/; do
 	stage_pkgs+=("./$name")
 done
 # The minibox command goes beside them, /stages/minibox: the stage tests run
-# `minibox cleanup` on what a killed stage left.
+# `minibox cleanup` on what a killed stage left, and the engine's tests run
+# it for everything. minibox-shim, where the tree has it, goes next to it,
+# where minibox looks for it.
 # One go build for all of them: faster than one per program. With several
 # main packages and -o DIR/, each binary is named after its directory.
+commands=(./cmd/minibox)
+if [[ -d cmd/minibox-shim ]]; then
+	commands+=(./cmd/minibox-shim)
+fi
 mkdir -p "$work/stages"
-"$go" build -o "$work/stages/" "${stage_pkgs[@]}" ./cmd/minibox ||
-	die "cannot build the stage programs (${stage_pkgs[*]}) and ./cmd/minibox; the tests run them from MINIBOX_STAGE_BIN"
+"$go" build -o "$work/stages/" "${stage_pkgs[@]}" "${commands[@]}" ||
+	die "cannot build the stage programs (${stage_pkgs[*]}) and ${commands[*]}; the tests run them from MINIBOX_STAGE_BIN"
 for nn in "${!stage_num[@]}"; do
 	mv "$work/stages/${stage_num[$nn]}" "$root/stages/stage$nn"
 done
-mv "$work/stages/minibox" "$root/stages/minibox"
+for c in "${commands[@]}"; do
+	mv "$work/stages/${c##*/}" "$root/stages/${c##*/}"
+done
+
+# --- Host programs the tests run (MINIBOX_VM_TOOLS) ----------------------------
+# Each goes to /usr/bin with the shared libraries ldd names, at the same
+# paths (the VM has no C library of its own). The engine's tests, say, push
+# their image to a real docker-registry.
+for tool in ${MINIBOX_VM_TOOLS:-}; do
+	path=$(command -v "$tool") || die "MINIBOX_VM_TOOLS: '$tool' is not installed here"
+	mkdir -p "$root/usr/bin"
+	cp -L "$path" "$root/usr/bin/$tool"
+	# ldd lines: "libc.so.6 => /lib/.../libc.so.6 (0x…)", "/lib64/ld-….so.2 (0x…)";
+	# a static binary has none (ldd fails).
+	while IFS= read -r lib; do
+		mkdir -p "$root${lib%/*}"
+		cp -L "$lib" "$root$lib"
+	done < <(ldd "$path" 2>/dev/null | awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^\//) print $i }')
+	# skopeo refuses to copy without its trust policy.
+	if [[ $tool == skopeo && -d /etc/containers ]]; then
+		cp -rL /etc/containers "$root/etc/"
+	fi
+done
 
 # --- The rest of the initramfs ------------------------------------------------
 cp "$busybox" "$root/bin/busybox"
