@@ -7,6 +7,7 @@ package runtime
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -53,6 +54,17 @@ func Init() {
 	// cgroup namespace, the credentials) must be on the thread that calls
 	// execve at the end.
 	goruntime.LockOSThread()
+	// Not dumpable until execve (prctl(2) PR_SET_DUMPABLE, as runc's
+	// nsexec does): while the init holds descriptors of the host (the
+	// state directory, the rootfs), only a process with CAP_SYS_PTRACE may
+	// ptrace it or open its /proc/PID/fd and /proc/PID/root, whatever its
+	// uid. Nothing sets it back: execve(2) makes the process dumpable
+	// again (its real and effective ids are equal then), and the init's
+	// own /proc/self stays open to it.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "minibox runtime init: prctl(PR_SET_DUMPABLE, 0): %v\n", err)
+		os.Exit(1)
+	}
 	sync := os.NewFile(syncFD, "init-sync")
 	var boot bootstrap
 	if err := json.NewDecoder(sync).Decode(&boot); err != nil {
@@ -104,8 +116,7 @@ func prepare(b *bootstrap) (string, error) {
 		}
 	}
 	for k, v := range s.Linux.Sysctl {
-		p := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
-		if err := os.WriteFile(p, []byte(v), 0); err != nil {
+		if err := writeSysctl(k, v); err != nil {
 			return "", fmt.Errorf("config.json: linux.sysctl %s: %w", k, err)
 		}
 	}
@@ -125,10 +136,63 @@ func prepare(b *bootstrap) (string, error) {
 			return "", fmt.Errorf("config.json: process.rlimits[%d]: %s: %w", i, r.Type, err)
 		}
 	}
-	if err := unix.Chdir(s.Process.Cwd); err != nil {
+	if err := chdirInRoot(s.Process.Cwd); err != nil {
 		return "", fmt.Errorf("config.json: process.cwd %q: %w", s.Process.Cwd, err)
 	}
 	return lookPath(s.Process.Args[0], s.Process.Env)
+}
+
+// writeSysctl writes a sysctl through the container's /proc/sys, and only
+// there: a /proc that is not a procfs (no proc mount, a symlink the image
+// made) would send the write to one of the image's files, or further
+// (runc checks the same since CVE-2025-52881).
+func writeSysctl(key, value string) error {
+	p := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	// open(2) O_NOFOLLOW: a sysctl file is never a symlink.
+	fd, err := unix.Open(p, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	if !isProcfs(fd) {
+		return fmt.Errorf("%s is not on a procfs: refusing to write it", p)
+	}
+	_, err = f.Write([]byte(value))
+	return err
+}
+
+// chdirInRoot makes cwd (resolved inside the container's root, magic
+// links refused) the working directory, and checks that it is below the
+// root: a cwd of /proc/self/fd/N naming a descriptor of the host (the state
+// directory the init holds) would otherwise leave the process outside the
+// container (CVE-2024-21626; runc checks getcwd the same way).
+func chdirInRoot(cwd string) error {
+	root, err := openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	fd, err := openInRoot(root, cwd)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// fchdir(2) on the directory resolved, not the name again.
+	if err := unix.Fchdir(fd); err != nil {
+		return err
+	}
+	// getcwd(2) answers a path not starting with "/" ("(unreachable)…")
+	// for a directory outside the root.
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Getcwd(buf)
+	if err != nil {
+		return fmt.Errorf("getcwd: %w", err)
+	}
+	if n < 1 || buf[0] != '/' {
+		return errors.New("the working directory is outside the container's root")
+	}
+	return nil
 }
 
 // lookPath finds the program in the container, as execvp would.
@@ -250,9 +314,9 @@ func setupConsole(p *specs.Process) error {
 		return fmt.Errorf("process.terminal: ptsname: %w", err)
 	}
 	name := fmt.Sprintf("/dev/pts/%d", n)
-	slave, err := unix.Open(name, unix.O_RDWR|unix.O_NOCTTY, 0)
+	slave, err := openPeer(master, name, n)
 	if err != nil {
-		return fmt.Errorf("process.terminal: open %s: %w", name, err)
+		return fmt.Errorf("process.terminal: %w", err)
 	}
 	defer unix.Close(slave)
 	_ = unix.Fchown(slave, int(p.User.UID), -1)
@@ -263,10 +327,8 @@ func setupConsole(p *specs.Process) error {
 		return fmt.Errorf("process.terminal: send the terminal to the console socket: %w", err)
 	}
 	unix.Close(consoleFD)
-	// /dev/console is the terminal too, as runc makes it.
-	if f, err := os.OpenFile("/dev/console", os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
-		f.Close()
-		_ = unix.Mount(name, "/dev/console", "", unix.MS_BIND, "")
+	if err := bindConsole(slave); err != nil {
+		return fmt.Errorf("process.terminal: /dev/console: %w", err)
 	}
 	for fd := 0; fd < 3; fd++ {
 		if err := unix.Dup3(slave, fd, 0); err != nil {
@@ -277,4 +339,52 @@ func setupConsole(p *specs.Process) error {
 		return fmt.Errorf("process.terminal: TIOCSCTTY: %w", err)
 	}
 	return nil
+}
+
+// openPeer opens the terminal's slave from its master: ioctl_tty(2)
+// TIOCGPTPEER (Linux 4.13) looks nothing up by name. Older kernels open
+// /dev/pts/N by name, and it must then be that very terminal (the
+// Unix98 pty slaves have majors 136 to 143): a /dev/pts/N swapped for a
+// symlink must not become the process's stdio and /dev/console
+// (CVE-2025-52565).
+func openPeer(master int, name string, n int) (int, error) {
+	// ioctl(2) TIOCGPTPEER returns a new descriptor.
+	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(master), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC)
+	if errno == 0 {
+		return int(fd), nil
+	}
+	if errno != unix.EINVAL && errno != unix.ENOTTY {
+		return -1, fmt.Errorf("TIOCGPTPEER: %w", errno)
+	}
+	// open(2) O_NOFOLLOW
+	slave, err := unix.Open(name, unix.O_RDWR|unix.O_NOCTTY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open %s: %w", name, err)
+	}
+	var st unix.Stat_t
+	major, minor := unix.Major(0), unix.Minor(0)
+	if err := unix.Fstat(slave, &st); err == nil {
+		major, minor = unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || major < 136 || major > 143 || int((major-136)*256+minor) != n {
+		unix.Close(slave)
+		return -1, fmt.Errorf("%s is not the terminal's slave", name)
+	}
+	return slave, nil
+}
+
+// bindConsole makes /dev/console the terminal too, as runc does: the
+// slave's descriptor bound onto /dev/console resolved inside the root.
+func bindConsole(slave int) error {
+	root, err := openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	console, err := openOrCreateInRoot(root, "/dev/console", false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(console)
+	return bindFd(slave, console, false)
 }
