@@ -43,6 +43,9 @@ func (r *Runtime) Exec(id string, p specs.Process, io IO) (*os.Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkCwdIn(st.Pid, p.Cwd); err != nil {
+		return nil, err
+	}
 	files, closeFiles, err := stdFiles(io)
 	if err != nil {
 		return nil, err
@@ -179,6 +182,31 @@ func joinCgroupThread(g *cgroup, attr *os.ProcAttr) (*os.File, error) {
 		}
 	}
 	return nil, nil
+}
+
+// checkCwdIn refuses a working directory that is not a directory inside
+// the container's root, resolved as openat2(2) RESOLVE_IN_ROOT with magic
+// links refused: the child chdirs before execve, while the descriptors of
+// this process are still open, and "/proc/self/fd/N" would lead out of
+// the container (CVE-2024-21626, runc's "Leaky Vessels"). (A container
+// that swaps a directory for such a link between this check and the
+// chdir could still win that race: runc closes its descriptors first.)
+func checkCwdIn(pid int, cwd string) error {
+	root, err := unix.Open(fmt.Sprintf("/proc/%d/root", pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("exec: the container's root: %w", err)
+	}
+	defer unix.Close(root)
+	fd, err := openInRoot(root, cwd)
+	if err != nil {
+		return fmt.Errorf("exec: process.cwd %q: %w", cwd, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("exec: process.cwd %q: not a directory in the container", cwd)
+	}
+	return nil
 }
 
 // lookPathIn finds the program inside the container's root, seen through

@@ -331,3 +331,25 @@ func TestDevSymlinkStaysInRoot(t *testing.T) {
 	assertHostUntouched(t, hostDir, nil)
 	assert.FileExists(t, filepath.Join(root, hostDir, "null"), "made where /dev leads inside the rootfs")
 }
+
+// exec's working directory cannot lead out of the container either: a
+// /proc/self/fd/N path is refused before the fork (the child would chdir
+// while the runtime's descriptors are open).
+func TestExecCwdCannotLeaveRoot(t *testing.T) {
+	r := kernelTest(t)
+	s := testSpec("sleep", "100")
+	_, err := r.Create("execcwd", writeBundle(t, s), runtime.IO{}, "", "")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = r.Delete("execcwd", true) })
+	require.NoError(t, r.Start("execcwd"))
+	for _, cwd := range []string{"/proc/self/fd/3", "/proc/self/fd/3/..", "/proc/self/cwd/../.."} {
+		proc, err := r.Exec("execcwd", specs.Process{Args: []string{"pwd"}, Cwd: cwd}, runtime.IO{})
+		if err == nil {
+			_, _ = proc.Wait()
+		}
+		assert.ErrorContains(t, err, "process.cwd", "cwd %s", cwd)
+	}
+	proc, err := r.Exec("execcwd", specs.Process{Args: []string{"true"}, Cwd: "/tmp"}, runtime.IO{})
+	require.NoError(t, err, "an ordinary directory")
+	_, _ = proc.Wait()
+}
