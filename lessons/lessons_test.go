@@ -114,11 +114,8 @@ func buildMinibox(t *testing.T, dir string) string {
 	t.Helper()
 	goTool, err := stages.GoTool()
 	require.NoError(t, err)
-	bin := filepath.Join(dir, "minibox")
-	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/minibox")
-	cmd.Dir = ".."
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "build minibox: %s", out)
+	bin, err := testenv.BuildMinibox(goTool, dir) // and minibox-shim: lesson 7 runs containers
+	require.NoError(t, err)
 	return bin
 }
 

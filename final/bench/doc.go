@@ -30,8 +30,9 @@
 // TestMain runs the whole test binary again inside a network namespace of
 // its own (`unshare --net`), so both engines' bridges, addresses and
 // iptables rules live and die there: the machine's network is never
-// touched. The minibox binary is built once (go build ./cmd/minibox), the
-// image is the busybox root filesystem pushed to a registry on 127.0.0.1
+// touched. minibox is built once, with minibox-shim next to it as make
+// build installs them (testenv.BuildMinibox; BenchmarkHundredDetached
+// checks that the supervisors run the shim), the image is the busybox root filesystem pushed to a registry on 127.0.0.1
 // (internal/registrytest), and everything, containers, data roots, podman's
 // storage, cgroups and the registry, is removed at the end.
 //

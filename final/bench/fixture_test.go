@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,12 +104,9 @@ func miniboxBinary(b *testing.B) string {
 		if buildErr != nil {
 			return
 		}
-		built = filepath.Join(buildDir, "minibox")
-		var out []byte
-		out, buildErr = exec.Command("go", "build", "-o", built, "github.com/minibox-lab/minibox/cmd/minibox").CombinedOutput()
-		if buildErr != nil {
-			buildErr = fmt.Errorf("go build ./cmd/minibox: %w\n%s", buildErr, out)
-		}
+		// With minibox-shim next to it, as make build installs them: the
+		// supervisors and inits run the small binary.
+		built, buildErr = testenv.BuildMinibox("", buildDir)
 	})
 	if buildErr != nil {
 		b.Fatal(buildErr)

@@ -3,11 +3,14 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minibox-lab/minibox/final/runtime"
 )
 
 // hundred is how many detached containers a round starts.
@@ -121,7 +124,11 @@ func (f *fixture) miniboxDetached() detached {
 			for _, c := range list {
 				byID[c.ID] = c.State.SupervisorPid
 			}
-			return pidsOf(ids, func(id string) int { return byID[id] })
+			pids, err := pidsOf(ids, func(id string) int { return byID[id] })
+			if err != nil {
+				return nil, err
+			}
+			return pids, supervisedByTheShim(pids)
 		},
 		remove: func(ids []string) *exec.Cmd { return f.mb(append([]string{"rm", "-f"}, ids...)...) },
 		dirs:   []string{f.root},
@@ -158,6 +165,22 @@ func (p *podman) detached(image string) detached {
 
 // pidsOf looks up each id's PID; an id without one (not running) is an
 // error: the measurement would be short of a container.
+// supervisedByTheShim checks that the supervisors run minibox-shim, as
+// they do after make build: measuring the big minibox binary instead
+// would measure the lesson renderer's start-up and heap.
+func supervisedByTheShim(pids []int) error {
+	for _, pid := range pids {
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil {
+			return err
+		}
+		if filepath.Base(exe) != runtime.ShimName {
+			return fmt.Errorf("supervisor %d runs %s, not %s: minibox did not find its shim", pid, exe, runtime.ShimName)
+		}
+	}
+	return nil
+}
+
 func pidsOf(ids []string, lookup func(string) int) ([]int, error) {
 	pids := make([]int, 0, len(ids))
 	for _, id := range ids {

@@ -24,7 +24,17 @@ type Engine struct {
 	Root    string // the data root: --root, $MINIBOX_ROOT, /var/lib/minibox
 	Images  *image.Store
 	Runtime *runtime.Runtime
-	Self    string // this binary, for supervisors: /proc/self/exe resolved
+	Self    string // the supervisors' binary: minibox-shim, else this one
+}
+
+// supervisorBinary is what runs `supervise ID`: the small minibox-shim
+// next to this binary when it is the same build (runtime.Shim), because
+// each container pays its start-up and its memory; else this binary.
+func supervisorBinary() (string, error) {
+	if shim, err := runtime.Shim(); err == nil {
+		return shim, nil
+	}
+	return os.Executable()
 }
 
 // New opens the engine of a data root.
@@ -37,7 +47,7 @@ func New(root string) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
+	self, err := supervisorBinary()
 	if err != nil {
 		return nil, err
 	}

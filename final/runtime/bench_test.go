@@ -28,9 +28,9 @@ func BenchmarkRuntimeRun(b *testing.B) {
 	if err := rootfs.Build(filepath.Join(dir, "rootfs"), busybox); err != nil {
 		b.Fatal(err)
 	}
-	minibox := filepath.Join(dir, "minibox")
-	if out, err := exec.Command("go", "build", "-o", minibox, "github.com/minibox-lab/minibox/cmd/minibox").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
+	minibox, err := testenv.BuildMinibox("", dir) // with minibox-shim, the init's binary
+	if err != nil {
+		b.Fatal(err)
 	}
 	s := testSpec("/bin/true")
 	s.Root.Path = filepath.Join(dir, "rootfs")

@@ -16,7 +16,9 @@
 // A program that embeds the runtime must call Init first thing when IsInit
 // is true: Create re-executes the running binary (/proc/self/exe) as
 // `minibox runtime init`, the container's init, exactly as runc re-executes
-// itself as `runc init`. Create returns the init's PID; it is the caller's
+// itself as `runc init` — or rather minibox-shim, the small binary next to
+// it when there is one of the same build (Shim), and always through a
+// sealed copy that the container cannot write (selfexe.go: CVE-2019-5736). Create returns the init's PID; it is the caller's
 // child, and the caller may wait for it (unix.Wait4) to learn the exit
 // status; Delete reaps it otherwise.
 //
@@ -94,9 +96,11 @@
 //     gets runc's device list through the devices controller.
 //   - No seccomp, AppArmor or SELinux; no pause/resume, checkpoint, hooks,
 //     or the systemd form of cgroupsPath.
-//   - The init runs the runtime's own binary inside the container's PID
-//     namespace until Start: runc's defence against CVE-2019-5736 (a
-//     sealed memfd copy of itself) is not done.
+//   - Exec forks the calling binary itself into the container (exec.go):
+//     until its execve, /proc/PID/exe of that child is the host's minibox
+//     binary, so the CVE-2019-5736 defence of the init (selfexe.go) does
+//     not cover `minibox exec` yet; it would need the exec'd process to
+//     start from the sealed shim too, as `runc exec` does (runc init).
 //   - Exec applies no rlimits (they are per process and would change the
 //     caller's).
 package runtime

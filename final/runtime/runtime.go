@@ -181,7 +181,14 @@ func (c *creation) run(consoleSocket string) error {
 		return fmt.Errorf("open %s: %w", c.dir, err)
 	}
 	defer stateDir.Close()
-	c.cmd = exec.Command("/proc/self/exe", "runtime", "init")
+	// The init is executed from a sealed copy of the shim (or of this
+	// binary): never the host's file itself, see selfexe.go.
+	exe, err := sealedExe(initBinary(), c.dir)
+	if err != nil {
+		return err
+	}
+	defer exe.Close() // the init has its own reference once it runs
+	c.cmd = exec.Command(fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), "runtime", "init")
 	c.cmd.Env = []string{}
 	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = c.io.Stdin, c.io.Stdout, c.io.Stderr
 	c.cmd.ExtraFiles = []*os.File{childSock, stateDir}

@@ -197,11 +197,8 @@ func buildMinibox(t *testing.T) (bin, dir string) {
 	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
 	goTool, err := stages.GoTool()
 	require.NoError(t, err)
-	bin = filepath.Join(dir, "minibox")
-	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/minibox")
-	cmd.Dir = "../.."
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "build minibox: %s", out)
+	bin, err = testenv.BuildMinibox(goTool, dir) // and minibox-shim next to it
+	require.NoError(t, err)
 	return bin, dir
 }
 

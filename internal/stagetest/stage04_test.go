@@ -22,7 +22,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -36,6 +35,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/internal/stages"
+	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 // --- Copy-on-write -------------------------------------------------------------
@@ -560,12 +560,7 @@ func miniboxCLI(t *testing.T) string {
 			miniboxErr = fmt.Errorf("no minibox command in MINIBOX_STAGE_BIN, and no Go to build one: %w", err)
 			return
 		}
-		miniboxPath = filepath.Join(dataRoots, "minibox")
-		cmd := exec.Command(goTool, "build", "-o", miniboxPath, "./cmd/minibox")
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			miniboxErr = fmt.Errorf("go build ./cmd/minibox: %v\n%s", err, out)
-		}
+		miniboxPath, miniboxErr = testenv.BuildMinibox(goTool, dataRoots) // and minibox-shim
 	})
 	require.NoError(t, miniboxErr)
 	return miniboxPath

@@ -1,0 +1,105 @@
+// Command minibox-shim is the small half of minibox: the two modes that
+// run once per container, `supervise --root DIR ID` (the container's
+// supervisor, final/engine) and `runtime init` (the container's init,
+// final/runtime). minibox starts it; nobody runs it by hand.
+//
+// Why a second binary: every container executes these two modes, and a
+// Go program pays the package initialisation of everything it links at
+// each start, and keeps that heap for its whole life. minibox links the
+// lesson renderer (glamour, chroma: ~26 ms of inits and a few MiB of
+// heap per process); this binary links only the engine and the runtime.
+// minibox uses it when it lies next to minibox and is the same build
+// (runtime.Shim), and runs its own identical modes otherwise. It must
+// never import internal/cli or the lessons: TestShimLinksNoLessonRenderer
+// checks.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	goruntime "runtime"
+
+	"github.com/minibox-lab/minibox/final/engine"
+	"github.com/minibox-lab/minibox/final/runtime"
+)
+
+// A container's init must exec the container's command from its main
+// thread, the one holding the death signal its supervisor asked for
+// (PR_SET_PDEATHSIG is per thread): cmd/minibox does the same.
+func init() {
+	if runtime.IsInit() {
+		goruntime.LockOSThread()
+	}
+}
+
+func main() {
+	if runtime.IsInit() {
+		runtime.Init() // never returns
+	}
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+const usage = "usage: minibox-shim supervise --root DIR [--wait-attach] ID | runtime init\n" +
+	"(minibox starts it for each container; it is not a command of its own)"
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "supervise" {
+		fmt.Fprintln(stderr, usage)
+		return 2
+	}
+	root, id, waitAttach, err := superviseArgs(args[1:])
+	if err != nil {
+		fmt.Fprintf(stderr, "minibox-shim supervise: %v\n%s\n", err, usage)
+		return 2
+	}
+	// fd 3 is the pipe on which engine.Start waits for "ok" or "error: …".
+	ready := os.NewFile(3, "ready")
+	if err := supervise(root, id, waitAttach, ready); err != nil {
+		fmt.Fprintf(stderr, "minibox supervise: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// superviseArgs parses what engine.Start passes: --root DIR, the id, and
+// --wait-attach, in any order (the same as the cobra command of minibox).
+func superviseArgs(args []string) (root, id string, waitAttach bool, err error) {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--root" && i+1 < len(args):
+			root = args[i+1]
+			i++
+		case len(a) > len("--root=") && a[:len("--root=")] == "--root=":
+			root = a[len("--root="):]
+		case a == "--wait-attach":
+			waitAttach = true
+		case id == "" && a != "" && a[0] != '-':
+			id = a
+		default:
+			return "", "", false, fmt.Errorf("unexpected argument %q", a)
+		}
+	}
+	switch {
+	case root == "":
+		return "", "", false, errors.New("--root DIR is required (the data root)")
+	case id == "":
+		return "", "", false, errors.New("the container ID is required")
+	}
+	return root, id, waitAttach, nil
+}
+
+func supervise(root, id string, waitAttach bool, ready *os.File) error {
+	if os.Geteuid() != 0 {
+		err := errors.New("a supervisor needs root")
+		fmt.Fprintf(ready, "error: %v\n", err)
+		return err
+	}
+	e, err := engine.New(root)
+	if err != nil {
+		fmt.Fprintf(ready, "error: %v\n", err)
+		return err
+	}
+	return e.Supervise(id, ready, waitAttach)
+}

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/buildinfo"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/final/runtime"
+	"github.com/minibox-lab/minibox/internal/rootfs"
+	"github.com/minibox-lab/minibox/internal/testenv"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binaries builds minibox and minibox-shim side by side, once.
+func binaries(t *testing.T) (minibox, shim string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		if binDir, buildErr = os.MkdirTemp("", "minibox-shim-test-"); buildErr == nil {
+			_, buildErr = testenv.BuildMinibox("", binDir)
+		}
+	})
+	require.NoError(t, buildErr)
+	return filepath.Join(binDir, "minibox"), filepath.Join(binDir, runtime.ShimName)
+}
+
+// The point of the shim: none of the lesson renderer's start-up work.
+func TestShimLinksNoLessonRenderer(t *testing.T) {
+	_, shim := binaries(t)
+	info, err := buildinfo.ReadFile(shim)
+	require.NoError(t, err)
+	for _, d := range info.Deps {
+		for _, heavy := range []string{"glamour", "chroma", "goldmark", "cobra"} {
+			require.NotContains(t, d.Path, heavy, "minibox-shim must link only the engine and the runtime")
+		}
+	}
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.NotContains(t, string(out), "minibox/internal/cli")
+	require.NotContains(t, string(out), "minibox/internal/lesson")
+}
+
+func TestSuperviseArgs(t *testing.T) {
+	root, id, wait, err := superviseArgs([]string{"--root", "/r", "abc", "--wait-attach"})
+	require.NoError(t, err)
+	require.Equal(t, []any{"/r", "abc", true}, []any{root, id, wait})
+	root, id, wait, err = superviseArgs([]string{"--root=/r", "abc"})
+	require.NoError(t, err)
+	require.Equal(t, []any{"/r", "abc", false}, []any{root, id, wait})
+	_, _, _, err = superviseArgs([]string{"abc"})
+	require.ErrorContains(t, err, "--root")
+	_, _, _, err = superviseArgs([]string{"--root", "/r", "a", "b"})
+	require.ErrorContains(t, err, `"b"`)
+	var stderr bytes.Buffer
+	require.Equal(t, 2, run([]string{"lesson"}, &stderr))
+	require.Contains(t, stderr.String(), "usage: minibox-shim")
+}
+
+// bundle writes a runc-style bundle of the busybox root file system.
+func bundle(t *testing.T, args ...string) string {
+	t.Helper()
+	busybox, err := rootfs.FindStaticBusybox()
+	testenv.Require(t, err == nil, fmt.Sprint(err))
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, rootfs.Build(filepath.Join(dir, "rootfs"), busybox))
+	s := runtime.Spec()
+	s.Process.Terminal = false
+	s.Process.Args = args
+	s.Root.Path = filepath.Join(dir, "rootfs")
+	data, err := json.Marshal(s)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), data, 0o644))
+	return dir
+}
+
+// containerState is `minibox runtime state ID`.
+func containerState(t *testing.T, minibox, state, id string) specs.State {
+	t.Helper()
+	out, err := exec.Command(minibox, "runtime", "--root", state, "state", id).Output()
+	require.NoError(t, err)
+	var st specs.State
+	require.NoError(t, json.Unmarshal(out, &st))
+	return st
+}
+
+// runtimeCmd runs `minibox runtime --root STATE ARGS…`. Its output goes to
+// a file, not a pipe: create hands its standard files to the init, which
+// keeps them open until start, and a pipe would never reach EOF.
+func runtimeCmd(t *testing.T, minibox, state string, args ...string) (string, error) {
+	t.Helper()
+	out, err := os.CreateTemp(t.TempDir(), "out")
+	require.NoError(t, err)
+	defer out.Close()
+	cmd := exec.Command(minibox, append([]string{"runtime", "--root", state}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	data, _ := os.ReadFile(out.Name())
+	return string(data), err
+}
+
+func fileHash(t *testing.T, path string) [32]byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return sha256.Sum256(data)
+}
+
+// CVE-2019-5736, the attack replayed against `minibox runtime`: while
+// the container's init runs, a process takes an O_PATH handle on
+// /proc/INIT/exe (what a process in the container sharing its PID
+// namespace, or a `#!/proc/self/exe` program, can do); once the init has
+// executed the container's program, nothing executes the host's shim any
+// more, and the handle is reopened for writing. That must fail, and the
+// shim's bytes must be unchanged. Without selfexe.go's sealing the
+// reopen succeeds on the host's minibox-shim (checked by building with it
+// removed: the test then fails at "the host's binary").
+func TestInitCannotOverwriteTheHostBinary(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t)
+	minibox, shim := binaries(t)
+	before := fileHash(t, shim)
+	b := bundle(t, "/bin/true")
+	state := t.TempDir()
+	id := "sealed-exe-test"
+	out, err := runtimeCmd(t, minibox, state, "create", "--bundle", b, id)
+	require.NoError(t, err, "%s", out)
+	t.Cleanup(func() { _ = exec.Command(minibox, "runtime", "--root", state, "delete", "--force", id).Run() })
+	pid := containerState(t, minibox, state, id).Pid
+	require.NotZero(t, pid)
+
+	handle, err := os.OpenFile(fmt.Sprintf("/proc/%d/exe", pid), unix.O_PATH, 0)
+	require.NoError(t, err)
+	defer handle.Close()
+	var got, host unix.Stat_t
+	require.NoError(t, unix.Fstat(int(handle.Fd()), &got))
+	require.NoError(t, unix.Stat(shim, &host))
+	require.Equal(t, host.Size, got.Size, "the init must be the shim (a sealed copy of it), not minibox")
+	require.False(t, got.Dev == host.Dev && got.Ino == host.Ino,
+		"the container's init runs the host's binary itself (%s): CVE-2019-5736", shim)
+
+	out, err = runtimeCmd(t, minibox, state, "start", id)
+	require.NoError(t, err, "%s", out)
+	require.Eventually(t, func() bool {
+		return containerState(t, minibox, state, id).Status == specs.StateStopped
+	}, 10*time.Second, 20*time.Millisecond)
+
+	w, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", handle.Fd()), os.O_WRONLY, 0)
+	if err == nil { // only a sealed memfd opens; writing must still fail
+		_, err = w.Write([]byte("pwned"))
+		w.Close()
+	}
+	require.Error(t, err, "the init's binary could be written through /proc/PID/exe")
+	require.True(t, os.IsPermission(err) || strings.Contains(err.Error(), "read-only file system"),
+		"want EROFS (overlay) or EPERM (sealed memfd), got %v", err)
+	require.Equal(t, before, fileHash(t, shim), "the host's minibox-shim changed")
+	out, err = runtimeCmd(t, minibox, state, "delete", id)
+	require.NoError(t, err, "%s", out)
+}
+
+// A shim of another build is not used: minibox runs its own `runtime
+// init` instead (slower, never wrong).
+func TestShimOfAnotherBuildIsIgnored(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.CheckLeaks(t)
+	minibox, _ := binaries(t)
+	dir := t.TempDir()
+	other := filepath.Join(dir, "minibox")
+	data, err := os.ReadFile(minibox)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(other, data, 0o755))
+	build := exec.Command("go", "build", "-ldflags=-X github.com/minibox-lab/minibox/final/runtime.SourceID=other",
+		"-o", filepath.Join(dir, runtime.ShimName), ".")
+	built, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", built)
+
+	b := bundle(t, "/bin/true")
+	state := t.TempDir()
+	id := "other-shim-test"
+	out, err := runtimeCmd(t, other, state, "create", "--bundle", b, id)
+	require.NoError(t, err, "%s", out)
+	t.Cleanup(func() { _ = exec.Command(other, "runtime", "--root", state, "delete", "--force", id).Run() })
+	pid := containerState(t, other, state, id).Pid
+	var got, self unix.Stat_t
+	require.NoError(t, unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &got))
+	require.NoError(t, unix.Stat(other, &self))
+	require.Equal(t, self.Size, got.Size, "a shim of another build ran as the init")
+	out, err = runtimeCmd(t, other, state, "delete", "--force", id)
+	require.NoError(t, err, "%s", out)
+}

@@ -1,0 +1,288 @@
+package runtime
+
+// Which binary becomes a container's init, and how it is protected.
+//
+// # The small binary
+//
+// Every container costs two executions of a minibox binary (its
+// supervisor, `supervise ID`, and its init, `runtime init`), and each pays
+// the Go start-up of everything that binary links. The minibox CLI links
+// the lesson renderer, whose package inits alone take ~26 ms: so both are
+// run from minibox-shim (cmd/minibox-shim), a small binary that links only
+// the engine and the runtime and is installed next to minibox. Shim finds
+// it. Without a shim, or with one from another build, minibox uses itself:
+// slower, never wrong.
+//
+// # CVE-2019-5736: the container must not reach the host's binary
+//
+// The init is the runtime's own binary, running inside the container's
+// namespaces until it executes the container's program, and
+// /proc/PID/exe of a process is a handle on the file it was executed
+// from. In runc before 1.0-rc7 that handle was the host's runc binary,
+// and a process in the container could use it to overwrite it:
+//
+//  1. The image's program (or a binary a later `exec` runs) is a script
+//     starting with `#!/proc/self/exe`. The kernel resolves the
+//     interpreter while the runtime's binary is still the process's exe,
+//     so it runs the host's runtime binary again, inside the container.
+//     (Or: a process already in the container watches /proc for the
+//     runtime's init of a `runc exec`.)
+//  2. The container's process opens /proc/PID/exe with O_PATH: a file
+//     handle on the host's binary, which survives that process's exit.
+//  3. Once no process executes the binary any longer (ETXTBSY until then)
+//     it reopens /proc/self/fd/N for writing and replaces the host's
+//     binary: the next `runc` anyone runs on the host is the attacker's,
+//     as root.
+//
+// The defence (runc's libcontainer/exeseal) is never to execute the
+// host's file in a container: the init is executed from a copy the
+// container cannot write. sealedExe makes one:
+//
+//   - zero-copy first: a private overlayfs mount (fsopen/fsconfig/fsmount,
+//     never attached to any directory) whose only layers are read-only
+//     lower directories, the binary's own directory on top. Opening the
+//     binary through it gives a file that no process can ever write
+//     (EROFS: an overlay without an upper directory cannot copy up), on a
+//     mount the container cannot see or remount, and it costs a few system
+//     calls;
+//   - else a memfd copy with all write seals (F_SEAL_WRITE, SHRINK, GROW,
+//     SEAL): writes fail with EPERM, and the copy vanishes with the
+//     init's execve. It costs a copy of the binary per container, which is
+//     why the binary being small matters here too.
+//
+// Create executes the init as /proc/self/fd/N of that file (see
+// initBinary). The init's /proc/self/exe is then the sealed file, and so
+// is the interpreter of a `#!/proc/self/exe` script. (`minibox exec` does
+// not execute a minibox binary in the container: it forks from a thread of
+// the calling process, see exec.go; see docs/benchmarks.md for that gap.)
+
+import (
+	"debug/buildinfo"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// ShimName is the small binary's name, looked for next to the running one.
+const ShimName = "minibox-shim"
+
+// SourceID identifies the source tree the binary was built from. The
+// Makefile sets it at link time (-X) to a hash of every Go file, go.mod
+// and go.sum, so that two binaries built by `make build` from different
+// working trees differ even when their commits and dependencies are the
+// same (their -ldflags, recorded in the build information, differ).
+var SourceID string
+
+var (
+	shimOnce sync.Once
+	shimPath string
+	shimErr  error
+)
+
+// ErrNoShim says that there is no minibox-shim next to the running binary.
+var ErrNoShim = errors.New("no " + ShimName + " next to the running binary")
+
+// Shim returns the minibox-shim next to the running binary, if it exists
+// and is the same build; otherwise an error saying why not (ErrNoShim, or
+// which part of the build differs), and the caller runs itself instead.
+// A shim of another build is never used: it would read and write the
+// engine's records and speak the init's protocol of another version.
+func Shim() (string, error) {
+	shimOnce.Do(func() { shimPath, shimErr = findShim() })
+	return shimPath, shimErr
+}
+
+func findShim() (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find the running binary: %w", err)
+	}
+	path := filepath.Join(filepath.Dir(self), ShimName)
+	if path == self {
+		return self, nil // the shim itself
+	}
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("%w (%s)", ErrNoShim, path)
+	case err != nil:
+		return "", err
+	case !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0:
+		return "", fmt.Errorf("%s is not an executable file", path)
+	}
+	mine, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "", fmt.Errorf("%s has no build information to compare %s with", self, path)
+	}
+	theirs, err := buildinfo.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the build information of %s: %w", path, err)
+	}
+	if err := sameBuild(mine, theirs); err != nil {
+		return "", fmt.Errorf("%s is not the same build as %s: %w (rebuild both: make build)", path, self, err)
+	}
+	return path, nil
+}
+
+// sameBuild reports the first difference between the running binary's
+// build and the shim's: toolchain, module, build settings (flags, the
+// -X SourceID of the Makefile, the VCS revision and whether the tree was
+// modified), and the version of every module the shim links. What it
+// cannot see: two plain `go build`s of one dirty tree at different
+// moments (use make build, whose SourceID covers that).
+func sameBuild(mine, shim *debug.BuildInfo) error {
+	if mine.GoVersion != shim.GoVersion {
+		return fmt.Errorf("built by %s, not %s", shim.GoVersion, mine.GoVersion)
+	}
+	if mine.Main.Path != shim.Main.Path || mine.Main.Version != shim.Main.Version || mine.Main.Sum != shim.Main.Sum {
+		return fmt.Errorf("module %s %s, not %s %s", shim.Main.Path, shim.Main.Version, mine.Main.Path, mine.Main.Version)
+	}
+	if a, b := settings(mine), settings(shim); a != b {
+		return fmt.Errorf("build settings [%s], not [%s]", b, a)
+	}
+	deps := map[string]string{}
+	for _, d := range mine.Deps {
+		deps[d.Path] = moduleVersion(d)
+	}
+	for _, d := range shim.Deps {
+		if v := moduleVersion(d); deps[d.Path] != v {
+			return fmt.Errorf("module %s %s, not %q", d.Path, v, deps[d.Path])
+		}
+	}
+	return nil
+}
+
+func settings(bi *debug.BuildInfo) string {
+	var s []string
+	for _, kv := range bi.Settings {
+		s = append(s, kv.Key+"="+kv.Value)
+	}
+	return strings.Join(s, " ")
+}
+
+func moduleVersion(m *debug.Module) string {
+	if m.Replace != nil {
+		return m.Version + "=>" + m.Replace.Path + "@" + m.Replace.Version + " " + m.Replace.Sum
+	}
+	return m.Version + " " + m.Sum
+}
+
+// initBinary is the binary a container's init is executed from: the
+// shim if there is one of this build, else the running binary.
+func initBinary() string {
+	if shim, err := Shim(); err == nil {
+		return shim
+	}
+	return "/proc/self/exe"
+}
+
+// minSealedFD keeps the sealed binary's descriptor out of the range that
+// Go's fork shuffles while it places the child's files at 0..n (it moves
+// them to n, n+1, …): the child must still hold it when it calls execve
+// on /proc/self/fd/N. It is close-on-exec: the init never has it.
+const minSealedFD = 100
+
+// sealedExe opens binary as a file the container cannot write (see the
+// comment at the top) and returns it with a descriptor ≥ minSealedFD.
+// scratch is an existing directory of ours, the overlay's empty lower
+// layer (its entries never hide the binary: the binary's layer is on top).
+func sealedExe(binary, scratch string) (*os.File, error) {
+	if real, err := os.Readlink(binary); err == nil && filepath.IsAbs(real) {
+		binary = real // /proc/self/exe: overlay wants the real directory
+	}
+	f, err := overlayExe(binary, scratch)
+	if err != nil {
+		var err2 error
+		if f, err2 = memfdExe(binary); err2 != nil {
+			return nil, fmt.Errorf("seal %s for the init: read-only overlay: %v; memfd copy: %w", binary, err, err2)
+		}
+	}
+	defer f.Close()
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, minSealedFD)
+	if err != nil {
+		return nil, fmt.Errorf("dup the sealed binary: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
+
+// overlayExe opens binary through a detached overlayfs mount made of two
+// read-only lower layers (one layer alone would be a bind mount with
+// extra steps; overlayfs refuses a lower-only mount of one layer).
+func overlayExe(binary, scratch string) (*os.File, error) {
+	ctx, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("fsopen overlay: %w", err)
+	}
+	defer unix.Close(ctx)
+	dir, name := filepath.Split(binary)
+	lower := escapeLowerDir(filepath.Clean(dir)) + ":" + escapeLowerDir(scratch)
+	if err := unix.FsconfigSetString(ctx, "lowerdir", lower); err != nil {
+		return nil, fmt.Errorf("overlay lowerdir=%s: %w", lower, err)
+	}
+	// xino would only log warnings when the layers are on different file
+	// systems; nothing here needs inode numbers that are unique.
+	_ = unix.FsconfigSetString(ctx, "xino", "off")
+	if err := unix.FsconfigCreate(ctx); err != nil {
+		return nil, fmt.Errorf("overlay lowerdir=%s: create: %w", lower, err)
+	}
+	mnt, err := unix.Fsmount(ctx, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NODEV|unix.MOUNT_ATTR_NOSUID)
+	if err != nil {
+		return nil, fmt.Errorf("fsmount overlay: %w", err)
+	}
+	// Closing the mount's descriptor leaves the file as the only reference
+	// to the (never attached) mount: it goes away with the file.
+	defer unix.Close(mnt)
+	fd, err := unix.Openat(mnt, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s through the overlay: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), binary), nil
+}
+
+// escapeLowerDir escapes what overlayfs's lowerdir option treats as
+// syntax: ':' separates layers, '\' escapes.
+func escapeLowerDir(path string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(path, `\`, `\\`), `:`, `\:`)
+}
+
+// memfdBaseSeals forbid every change of the copy, and further seal changes.
+const memfdBaseSeals = unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+
+// memfdExe copies binary into a sealed memfd.
+func memfdExe(binary string) (*os.File, error) {
+	src, err := os.Open(binary)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	// MFD_EXEC (Linux 6.3): executable even where vm.memfd_noexec makes
+	// memfds non-executable by default; older kernels refuse the flag.
+	fd, err := unix.MemfdCreate("minibox-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING|unix.MFD_EXEC)
+	if errors.Is(err, unix.EINVAL) {
+		fd, err = unix.MemfdCreate("minibox-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:minibox-init")
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("copy %s: %w", binary, err)
+	}
+	if err := f.Chmod(0o511); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, memfdBaseSeals); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("seal the memfd: %w", err)
+	}
+	return f, nil
+}
