@@ -68,6 +68,9 @@ func (s *Store) pull(ctx context.Context, r Reference, o PullOptions) (*Image, e
 	}
 	defer unlock()
 	c := newClient(r, o.Insecure, o.transport)
+	if c.creds, err = LookupCredentials(r.Registry); err != nil {
+		return nil, err
+	}
 	p := newProgress(o.Progress, o.Terminal)
 	if err := c.ping(ctx); err != nil {
 		return nil, err

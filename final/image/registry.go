@@ -27,7 +27,7 @@ import (
 // Errors a pull wraps, for callers that decide by kind (errors.Is).
 var (
 	ErrRemoteNotFound   = errors.New("not found in the registry (no such repository, tag or blob)")
-	ErrUnauthorized     = errors.New("access refused by the registry (minibox pulls anonymously: a private repository, or a wrong name?)")
+	ErrUnauthorized     = errors.New("access refused by the registry (not logged in, or not allowed; or a wrong name?)")
 	ErrTooManyRequests  = errors.New("too many requests: the registry limits pulls; wait and try again")
 	ErrRegistryFailed   = errors.New("the registry failed; try again later")
 	ErrRegistryDown     = errors.New("the registry is not answering (is it running? is the address right?)")
@@ -70,8 +70,16 @@ type client struct {
 	repository string // library/busybox
 	insecure   bool
 
+	// creds are the user's credentials for this registry (minibox login),
+	// nil for anonymous access.
+	creds *Credentials
+	// scopes are what a token is asked for: repository:NAME:pull, and
+	// pull,push (and the repositories blobs are mounted from) for a push.
+	scopes []string
+
 	mu    sync.Mutex
 	token string // the bearer token, once the registry asked for one
+	basic bool   // the registry asked for basic authentication (htpasswd)
 }
 
 // newClient picks the URL: HTTPS, or plain HTTP for this machine
@@ -89,7 +97,8 @@ func newClient(ref Reference, insecure bool, rt http.RoundTripper) *client {
 	if rt == nil {
 		rt = newTransport(insecure)
 	}
-	return &client{http: &http.Client{Transport: rt}, base: scheme + "://" + host, name: ref.Registry, repository: ref.Repository, insecure: insecure}
+	return &client{http: &http.Client{Transport: rt}, base: scheme + "://" + host, name: ref.Registry, repository: ref.Repository, insecure: insecure,
+		scopes: []string{"repository:" + ref.Repository + ":pull"}}
 }
 
 // isLoopback reports whether host[:port] is this machine.
@@ -126,48 +135,83 @@ func (c *client) ping(ctx context.Context) error {
 	return c.check(resp, "GET /v2/")
 }
 
-// login fetches an anonymous bearer token:
-// GET REALM?service=SERVICE&scope=repository:REPOSITORY:pull.
+// login answers a 401's challenge. Bearer (Docker Hub, Harbor, Quay): a
+// token from GET REALM?service=SERVICE&scope=repository:REPOSITORY:pull
+// (pull,push for a push), asked with the user's credentials if they logged
+// in, anonymously otherwise. Basic (a docker-registry with htpasswd): the
+// credentials go with every request from now on.
 func (c *client) login(ctx context.Context, challenge string) error {
 	scheme, params := parseChallenge(challenge)
+	if strings.EqualFold(scheme, "basic") {
+		if c.creds == nil {
+			return fmt.Errorf("%s: %w: it asks for a user name and password: minibox login %s", c.name, ErrUnauthorized, c.name)
+		}
+		c.mu.Lock()
+		c.basic = true
+		c.mu.Unlock()
+		return nil
+	}
 	if !strings.EqualFold(scheme, "bearer") || params["realm"] == "" {
 		return fmt.Errorf("%s: %w (it wants %q authentication)", c.base, ErrUnauthorized, challenge)
 	}
-	realm, err := url.Parse(params["realm"])
-	if err != nil || (realm.Scheme != "https" && !(realm.Scheme == "http" && (c.insecure || isLoopback(realm.Host)))) {
-		return fmt.Errorf("%s: token realm %q: not an HTTPS URL", c.base, params["realm"])
-	}
-	q := realm.Query()
-	q.Set("scope", "repository:"+c.repository+":pull")
-	if params["service"] != "" {
-		q.Set("service", params["service"])
-	}
-	realm.RawQuery = q.Encode()
-	resp, err := c.send(ctx, realm.String(), nil)
+	token, err := c.fetchToken(ctx, params, c.scopes)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
+	c.token = token
+	c.mu.Unlock()
+	return nil
+}
+
+// fetchToken asks the token server of a bearer challenge for a token for
+// scopes (none: just proving the credentials, as docker login does).
+func (c *client) fetchToken(ctx context.Context, params map[string]string, scopes []string) (string, error) {
+	realm, err := url.Parse(params["realm"])
+	if err != nil || (realm.Scheme != "https" && !(realm.Scheme == "http" && (c.insecure || isLoopback(realm.Host)))) {
+		return "", fmt.Errorf("%s: token realm %q: not an HTTPS URL", c.base, params["realm"])
+	}
+	q := realm.Query()
+	for _, scope := range scopes {
+		q.Add("scope", scope)
+	}
+	if params["service"] != "" {
+		q.Set("service", params["service"])
+	}
+	if c.creds != nil {
+		q.Set("account", c.creds.Username)
+	}
+	realm.RawQuery = q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, realm.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("User-Agent", "minibox")
+	if c.creds != nil { // the password goes to the token server only, never elsewhere
+		req.SetBasicAuth(c.creds.Username, c.creds.Password)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", c.transportError(ctx, realm.String(), err)
+	}
 	defer drain(resp)
 	if err := c.check(resp, "token"); err != nil {
-		return err
+		return "", err
 	}
 	var token struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"` // OAuth 2's name, also allowed
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&token); err != nil {
-		return fmt.Errorf("token from %s: %w", realm.Host, err)
+		return "", fmt.Errorf("token from %s: %w", realm.Host, err)
 	}
 	if token.Token == "" {
 		token.Token = token.AccessToken
 	}
 	if token.Token == "" {
-		return fmt.Errorf("token from %s: empty", realm.Host)
+		return "", fmt.Errorf("token from %s: empty", realm.Host)
 	}
-	c.mu.Lock()
-	c.token = token.Token
-	c.mu.Unlock()
-	return nil
+	return token.Token, nil
 }
 
 // parseChallenge splits `Bearer realm="…",service="…",scope="…"`.
@@ -191,8 +235,23 @@ func parseChallenge(h string) (string, map[string]string) {
 // token expired, or the registry asks per request) logs in once more and
 // retries once.
 func (c *client) get(ctx context.Context, path string, accept []string, what string) (*http.Response, error) {
+	hdr := http.Header{}
+	if len(accept) > 0 {
+		hdr.Set("Accept", strings.Join(accept, ", "))
+	}
+	return c.call(ctx, http.MethodGet, c.base+path, nil, hdr, what)
+}
+
+// body makes a request's body afresh for each attempt (a retry after a
+// 401 sends it again): a reader and its length.
+type body func() (io.Reader, int64, error)
+
+// call does one request to the registry (u: a full URL), logging in once
+// more and retrying once on a 401 with a challenge, and turns an error
+// status into an error.
+func (c *client) call(ctx context.Context, method, u string, b body, hdr http.Header, what string) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, c.base+path, accept)
+		resp, err := c.do(ctx, method, u, b, hdr)
 		if err != nil {
 			return nil, err
 		}
@@ -212,23 +271,53 @@ func (c *client) get(ctx context.Context, path string, accept []string, what str
 	}
 }
 
-// send does one GET; the token goes only to the registry itself (never
-// to a token server or a redirect's storage host).
+// send does one GET, no retry.
 func (c *client) send(ctx context.Context, u string, accept []string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	hdr := http.Header{}
+	if len(accept) > 0 {
+		hdr.Set("Accept", strings.Join(accept, ", "))
+	}
+	return c.do(ctx, http.MethodGet, u, nil, hdr)
+}
+
+// do sends one request. The token or the password goes only to the
+// registry itself (never to a redirect's storage host).
+func (c *client) do(ctx context.Context, method, u string, b body, hdr http.Header) (*http.Response, error) {
+	var r io.Reader
+	size := int64(0)
+	if b != nil {
+		var err error
+		if r, size, err = b(); err != nil {
+			return nil, err
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, r)
 	if err != nil {
 		return nil, err
 	}
-	if len(accept) > 0 {
-		req.Header.Set("Accept", strings.Join(accept, ", "))
+	if b != nil {
+		req.ContentLength = size
+		if size == 0 {
+			req.Body = http.NoBody
+		}
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	req.Header.Set("User-Agent", "minibox")
 	c.mu.Lock()
-	token := c.token
+	token, basic := c.token, c.basic
 	c.mu.Unlock()
-	if token != "" && strings.HasPrefix(u, c.base+"/") {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if strings.HasPrefix(u, c.base+"/") {
+		switch {
+		case token != "":
+			req.Header.Set("Authorization", "Bearer "+token)
+		case basic && c.creds != nil:
+			req.SetBasicAuth(c.creds.Username, c.creds.Password)
+		}
 	}
+	// The token must not follow a redirect to another host (a blob's
+	// storage); Go's client drops Authorization on such a redirect.
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, c.transportError(ctx, u, err)
@@ -293,16 +382,20 @@ func (c *client) check(resp *http.Response, what string) error {
 	}
 	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
 	detail := resp.Status
+	digestInvalid := false
 	for _, x := range e.Errors {
 		detail += ": " + x.Code + " " + x.Message
+		digestInvalid = digestInvalid || x.Code == "DIGEST_INVALID"
 	}
 	where := c.base + " " + c.repository + " " + what
 	var kind error
 	switch {
+	case digestInvalid: // a push: the registry hashed what it got
+		kind = ErrDigestMismatch
 	case resp.StatusCode == http.StatusNotFound:
 		kind = ErrRemoteNotFound
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		kind = ErrUnauthorized
+		return fmt.Errorf("%s: %s: %w; log in first: minibox login %s", where, detail, ErrUnauthorized, c.name)
 	case resp.StatusCode == http.StatusTooManyRequests:
 		kind = ErrTooManyRequests
 		if ra := resp.Header.Get("Retry-After"); ra != "" {
