@@ -107,6 +107,13 @@ func resources(c Config) *specs.LinuxResources {
 	r := &specs.LinuxResources{}
 	if c.Memory > 0 {
 		r.Memory = &specs.LinuxMemory{Limit: &c.Memory}
+		if swapAccounting() {
+			// docker's -m without --memory-swap: as much swap again, so
+			// memory + swap = 2 × -m (v1's memsw); without a swap limit a
+			// host with swap lets the container past -m into swap.
+			swap := 2 * c.Memory
+			r.Memory.Swap = &swap
+		}
 	}
 	if c.NanoCPUs > 0 {
 		period := uint64(100000)
@@ -117,6 +124,27 @@ func resources(c Config) *specs.LinuxResources {
 		r.Pids = &specs.LinuxPids{Limit: &c.PidsLimit}
 	}
 	return r
+}
+
+// swapAccounting reports whether the kernel accounts swap in cgroups:
+// v1's memory.memsw.* files, or v2's memory.swap.max in our own group
+// (a kernel booted with swapaccount=0, or without CONFIG_MEMCG_SWAP, has
+// neither, and a swap limit cannot be set).
+func swapAccounting() bool {
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		return true
+	}
+	data, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok && path != "/" {
+			_, err := os.Stat(filepath.Join("/sys/fs/cgroup", path, "memory.swap.max"))
+			return err == nil
+		}
+	}
+	return false
 }
 
 // resolveUser turns USER[:GROUP] into ids, looking names up in the

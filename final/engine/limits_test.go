@@ -46,6 +46,13 @@ func TestLimitsInCgroup(t *testing.T) {
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil { // v2
 		files = map[string]string{"pids/pids.max": "12", "cpu/cpu.max": "50000 100000", "memory/memory.max": fmt.Sprint(48 << 20)}
 	}
+	// docker's swap for -m: as much again (memory + swap = 2 × -m), where
+	// the kernel accounts swap.
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		files["memory/memory.memsw.limit_in_bytes"] = fmt.Sprint(96 << 20)
+	} else if _, err := os.Stat(filepath.Join(cgroupOf(t, pid, "memory"), "memory.swap.max")); err == nil {
+		files["memory/memory.swap.max"] = fmt.Sprint(48 << 20)
+	}
 	for file, want := range files {
 		controller, name, _ := strings.Cut(file, "/")
 		dir := cgroupOf(t, pid, controller)

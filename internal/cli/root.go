@@ -89,6 +89,8 @@ Start here:
 		newRunCmd(s), newCreateCmd(s), newStartCmd(s), newExecCmd(s),
 		newPsCmd(s), newLogsCmd(s), newStopCmd(s), newKillCmd(s), newRmCmd(s), newInspectCmd(s), newWaitCmd(s),
 		newPullCmd(s), newImagesCmd(s), newRmiCmd(s),
+		newPushCmd(s), newLoginCmd(s), newLogoutCmd(s), newSaveCmd(s), newLoadCmd(s), newTagCmd(s), newHistoryCmd(s), newImageCmd(s),
+		newBuildCmd(s), newCommitCmd(s),
 		newVolumeCmd(s), newNetworkCmd(s),
 		newRuntimeCmd(s), newSuperviseCmd(),
 	)

@@ -1,0 +1,208 @@
+package build
+
+// A scratch overlay: the layers of a stage's image under a fresh upper
+// directory, mounted on $ROOT/build/tmp/<dir>/rootfs (engine.MountOverlay,
+// the engine's own mount, with short layer names). COPY writes into it,
+// RUN runs a container on it, and the upper directory becomes the step's
+// layer. COPY --from reads an earlier stage's image through one.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/final/engine"
+	"github.com/minibox-lab/minibox/final/image"
+)
+
+// scratch is one overlay of the build.
+type scratch struct {
+	dir, rootfs, upper string
+	mounted            bool
+	lock               *os.File // flock(2)ed while the overlay is in use: recoverStale leaves it alone
+	// skip leaves entries of the upper directory out of the layer: the
+	// mount points the runtime made for RUN.
+	skip func(rel string, info fs.FileInfo) bool
+}
+
+// newScratch mounts an overlay of s's image with an empty upper directory.
+func (bd *build) newScratch(s *stage) (*scratch, error) {
+	var lower []string
+	if s.manifest != "" {
+		img, err := bd.Images.ImageByManifest(s.manifest)
+		if err != nil {
+			return nil, err
+		}
+		if lower, err = bd.Images.LayerDirs(img); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := os.MkdirTemp(filepath.Join(bd.Root, "build", "tmp"), "step-")
+	if err != nil {
+		return nil, err
+	}
+	sc := &scratch{dir: dir, rootfs: filepath.Join(dir, "rootfs"), upper: filepath.Join(dir, "diff")}
+	if sc.lock, err = lockFile(filepath.Join(dir, "lock"), unix.LOCK_EX); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	for _, d := range []string{"diff", "work", "rootfs"} {
+		if err = os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = engine.MountOverlay(bd.Root, lower, sc.upper, filepath.Join(dir, "work"), sc.rootfs)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		sc.lock.Close()
+		return nil, err
+	}
+	sc.mounted = true
+	return sc, nil
+}
+
+// unmount unmounts the overlay: the upper directory is then the layer.
+func (sc *scratch) unmount() error {
+	if !sc.mounted {
+		return nil
+	}
+	err := unix.Unmount(sc.rootfs, 0)
+	if errors.Is(err, unix.EBUSY) {
+		err = unix.Unmount(sc.rootfs, unix.MNT_DETACH)
+	}
+	if err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("umount %s: %w", sc.rootfs, err)
+	}
+	sc.mounted = false
+	return nil
+}
+
+// release unmounts and removes everything of the overlay. A directory
+// still mounted is never removed (that would delete through the mount).
+func (sc *scratch) release() {
+	if sc.unmount() == nil {
+		os.RemoveAll(sc.dir)
+	}
+	sc.lock.Close()
+}
+
+// lockFile opens (making it) and flock(2)s path; closing the file drops
+// the lock, and so does the death of its process.
+func lockFile(path string, how int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if err = unix.Flock(int(f.Fd()), how); err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// recoverStale undoes what a killed build left (kill -9 has no defer):
+// its overlays, whose lock no one holds any more, are unmounted and
+// removed; its RUN containers, which died with it (Runtime.DeathSignal),
+// are deleted with their cgroups. A concurrent build's own are in use
+// (locked, running) and stay.
+func (b *Builder) recoverStale() {
+	dirs, _ := filepath.Glob(filepath.Join(b.Root, "build", "tmp", "step-*"))
+	for _, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, "lock")); err != nil {
+			// Killed before it locked: a build beside us may be just there.
+			if info, err := os.Stat(dir); err != nil || time.Since(info.ModTime()) < time.Minute {
+				continue
+			}
+		}
+		lock, err := lockFile(filepath.Join(dir, "lock"), unix.LOCK_EX|unix.LOCK_NB)
+		if err != nil {
+			continue // in use
+		}
+		sc := &scratch{dir: dir, rootfs: filepath.Join(dir, "rootfs"), mounted: true, lock: lock}
+		sc.release()
+	}
+	states, _ := b.Runtime.List()
+	for _, st := range states {
+		if st.Status == specs.StateStopped {
+			_ = b.Runtime.Delete(st.ID, true)
+		}
+	}
+}
+
+func (bd *build) releaseMounts() {
+	for _, sc := range bd.mounts {
+		sc.release()
+	}
+	bd.mounts = nil
+}
+
+// inScratch does work in an overlay of s's image and stores what it
+// wrote as a layer; skip leaves entries of the upper directory out.
+func (bd *build) inScratch(ctx context.Context, s *stage, work func(*scratch) error) (image.Layer, error) {
+	sc, err := bd.newScratch(s)
+	if err != nil {
+		return image.Layer{}, err
+	}
+	defer sc.release()
+	if err := work(sc); err != nil {
+		return image.Layer{}, err
+	}
+	if err := sc.unmount(); err != nil {
+		return image.Layer{}, err
+	}
+	return bd.Images.AddLayerFiltered(ctx, sc.upper, sc.skip)
+}
+
+// workdir is WORKDIR's step: the directory is made (owned by the stage's
+// USER) when the image lacks it, as docker does, so that the image's
+// containers can start in it; then the step has a layer, else none.
+func (bd *build) workdir(ctx context.Context, s *stage, wd, createdBy string) (stepResult, error) {
+	sc, err := bd.newScratch(s)
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer sc.release()
+	root, err := os.Open(sc.rootfs)
+	if err != nil {
+		return stepResult{}, err
+	}
+	defer root.Close()
+	if fd, err := openIn(root, wd, unix.O_PATH|unix.O_DIRECTORY); err == nil {
+		unix.Close(fd)
+		return stepResult{createdBy: createdBy}, nil // there already: no layer
+	}
+	uid, gid := 0, 0
+	if u := s.cfg.Config.User; u != "" {
+		if uid, gid, _, err = lookupUser(root, u, false); err != nil {
+			return stepResult{}, fmt.Errorf("USER %s: %w", u, err)
+		}
+	}
+	w := &writer{root: root, uid: uid, gid: gid, dirs: map[string]int{}}
+	_, err = w.dir(wd)
+	w.close()
+	if err == nil {
+		err = sc.unmount()
+	}
+	if err != nil {
+		return stepResult{}, fmt.Errorf("WORKDIR %s: %w", wd, err)
+	}
+	layer, err := bd.Images.AddLayer(ctx, sc.upper)
+	if err != nil {
+		return stepResult{}, err
+	}
+	return stepResult{createdBy: createdBy, layer: &layer}, nil
+}
