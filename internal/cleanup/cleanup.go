@@ -112,6 +112,7 @@ var Kinds = []Kind{
 	Mounts,
 	ContainerDirs,  // 04-layers: after the mounts that may be in them
 	EngineTemps,    // final/engine: an interrupted create's directory
+	BuildSteps,     // final/build: after the mounts in them
 	LayerTemps,     // 04-layers: half-unpacked layers
 	ImageTemps,     // 06-images: interrupted blob, index and cache writes
 	RuntimeStates,  // final/runtime: a dead init's state directory

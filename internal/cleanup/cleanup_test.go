@@ -171,7 +171,7 @@ func TestRegistry(t *testing.T) {
 	// they may be in.
 	// Network: a container's rules and veth before its lease, the lease
 	// before the bridge whose use it tells, the bridge's rules before it.
-	assert.Equal(t, []string{"mount", "container dir", "engine tmp dir", "layer tmp dir", "image tmp file", "runtime state",
+	assert.Equal(t, []string{"mount", "container dir", "engine tmp dir", "build step dir", "layer tmp dir", "image tmp file", "runtime state",
 		"container rule", "veth", "lease", "bridge rule", "bridge",
 		"cgroup", "cgroup parent"}, names)
 	k, ok := cleanup.KindNamed("cgroup parent")

@@ -18,7 +18,8 @@ import (
 // namespace) or in a data root's containers/ directory (a stage 04 whose
 // overlay escaped its mount namespace) or engine/containers/ directory
 // (the engine's overlay on engine/containers/<id>/rootfs, left by a
-// supervisor that was killed), and mounts whose source minibox named
+// supervisor that was killed) or build/tmp/ directory (a killed build's
+// step overlay), and mounts whose source minibox named
 // (minibox, minibox-*). A mount point's path alone is never enough
 // elsewhere: /var/lib/minibox may be a volume the user mounted. An engine
 // container's mount is busy while its supervisor holds its
@@ -58,6 +59,9 @@ func findMounts(env Env) ([]Object, error) {
 		if o.Busy == "" {
 			o.Busy = engineMountInUse(m.Point)
 		}
+		if o.Busy == "" {
+			o.Busy = buildMountInUse(m.Point)
+		}
 		out = append(out, o)
 	}
 	return out, nil
@@ -82,7 +86,7 @@ func (env Env) madeByMinibox(m Mount) bool {
 	dirs := append([]string{env.Rootfs}, env.Owned...)
 	for _, root := range env.DataRoots {
 		if root != "" {
-			dirs = append(dirs, filepath.Join(root, "containers"), filepath.Join(root, engineContainers))
+			dirs = append(dirs, filepath.Join(root, "containers"), filepath.Join(root, engineContainers), filepath.Join(root, buildTmp))
 		}
 	}
 	for _, dir := range dirs {

@@ -59,7 +59,8 @@ func runtimePlaces(dataRoots, runtimeRoots []string) []runtimePlace {
 	var out []runtimePlace
 	for _, root := range dataRoots {
 		if root != "" {
-			out = append(out, runtimePlace{dir: filepath.Join(root, engineRuntime), match: IsEngineID, engine: root})
+			out = append(out, runtimePlace{dir: filepath.Join(root, engineRuntime), match: IsEngineID, engine: root},
+				runtimePlace{dir: filepath.Join(root, buildRuntime), match: isRuntimeID}) // build's RUN containers
 		}
 	}
 	for _, dir := range runtimeRoots {

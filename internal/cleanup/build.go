@@ -1,0 +1,95 @@
+package cleanup
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// BuildSteps are the scratch directories of `minibox build`
+// (final/build): each step mounts an overlay on
+// $ROOT/build/tmp/step-<digits>/rootfs, and holds an exclusive flock(2) on
+// the directory's lock file while it works there. One whose lock nobody
+// holds belongs to a build that was killed (the next build removes it
+// too); its mount is the mount kind's (madeByMinibox knows build/tmp), the
+// directory this kind's. Its RUN containers' states, in $ROOT/build/runtime,
+// are the runtime state kind's.
+var BuildSteps = Kind{Name: buildStepKind, Find: findBuildSteps, Remove: removeBuildStep}
+
+const (
+	buildStepKind = "build step dir"
+	buildTmp      = "build/tmp"
+	buildRuntime  = "build/runtime"
+)
+
+var buildSteps = dataDir{sub: buildTmp, match: isBuildStepName}
+
+// isBuildStepName reports whether name is one os.MkdirTemp(…, "step-")
+// makes.
+func isBuildStepName(name string) bool {
+	digits, ok := strings.CutPrefix(name, "step-")
+	return ok && digits != "" && strings.Trim(digits, "0123456789") == ""
+}
+
+func findBuildSteps(env Env) ([]Object, error) {
+	dirs, err := buildSteps.list(env)
+	out := make([]Object, 0, len(dirs))
+	for _, dir := range dirs {
+		out = append(out, Object{Kind: buildStepKind, Name: dir, Detail: "an interrupted build", Busy: buildStepInUse(dir)})
+	}
+	return out, err
+}
+
+// buildStepInUse says why the step directory dir is in use, or "": its
+// build holds its lock, or it has no lock yet and is less than a minute
+// old (the moment between mkdir and lock).
+func buildStepInUse(dir string) string {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if age, ok := youngerThan(dir, unpackStart); ok {
+			return fmt.Sprintf("made %s ago: a build may be starting; run minibox cleanup again in a minute", age)
+		}
+		return ""
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
+		return "a build is running in it (its lock is held); let it finish, then run minibox cleanup again"
+	}
+	return ""
+}
+
+// buildMountInUse says why a mount below a build step directory is in
+// use, or "" (also for a mount elsewhere).
+func buildMountInUse(point string) string {
+	i := strings.Index(point, "/"+buildTmp+"/")
+	if i < 0 {
+		return ""
+	}
+	rest := point[i+len(buildTmp)+2:]
+	step, _, _ := strings.Cut(rest, "/")
+	if !isBuildStepName(step) {
+		return ""
+	}
+	return buildStepInUse(point[:i+len(buildTmp)+2] + step)
+}
+
+// removeBuildStep removes one killed build's step directory, after
+// checking its exact form again and that no build holds it; a directory
+// with something still mounted in it is refused (removeTree).
+func removeBuildStep(o Object) error {
+	if err := buildSteps.check(o.Name); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if busy := buildStepInUse(o.Name); busy != "" {
+		return fmt.Errorf("refusing to remove %s: %s", o.Name, busy)
+	}
+	return removeTree(o.Name)
+}
