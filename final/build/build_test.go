@@ -242,6 +242,12 @@ func TestCache(t *testing.T) {
 	assert.NotContains(t, out, "Running in")
 	assert.Equal(t, first.FullID(), again.FullID(), "an unchanged rebuild is the same image")
 
+	// rmi of the image leaves the cache working, as in docker: the
+	// cached steps' blobs are not freed.
+	require.NoError(t, b.Images.Remove("cache:1", false, nil))
+	_, out = mustBuild(t, b, dir, build.Options{Tags: []string{"cache:1"}})
+	assert.Equal(t, 5, count(out, " ---> Using cache\n"), "after rmi: %s", out)
+
 	// The same bytes under a new time are no change; new bytes are.
 	require.NoError(t, os.Chtimes(filepath.Join(dir, "f.txt"), first.Created(), first.Created()))
 	_, out = mustBuild(t, b, dir, build.Options{})

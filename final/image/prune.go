@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -85,33 +84,6 @@ func (s *Store) Prune(all bool, inUse func(id string) bool) (PruneReport, error)
 	return rep, err
 }
 
-// keepBuildCache adds to kept the blobs of the images the build cache
-// ($ROOT/build/cache/<key>: a manifest digest per file, final/build's)
-// names: as in docker, image prune leaves the build cache working (a
-// cache entry whose blobs are gone is only a miss, but the next build
-// would do every step again).
-func (s *Store) keepBuildCache(kept map[digest.Digest]bool) {
-	files, _ := filepath.Glob(filepath.Join(s.root, "build", "cache", "*"))
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		d, err := parseSHA256(strings.TrimSpace(string(data)))
-		if err != nil {
-			continue
-		}
-		img, err := s.loadImage(d)
-		if err != nil {
-			continue // its blobs are gone already: a miss anyway
-		}
-		kept[d], kept[img.FullID()] = true, true
-		for _, l := range img.Manifest.Layers {
-			kept[l.Digest] = true
-		}
-	}
-}
-
 // collectGarbage deletes the blobs and unpacked layers nothing uses.
 // Called with the gc lock held, exclusive.
 func (s *Store) collectGarbage(rep *PruneReport) error {
@@ -119,7 +91,6 @@ func (s *Store) collectGarbage(rep *PruneReport) error {
 	if err != nil {
 		return err
 	}
-	s.keepBuildCache(kept)
 	var errs []error
 	blobDir := filepath.Join(s.dir, "blobs", "sha256")
 	files, err := os.ReadDir(blobDir)

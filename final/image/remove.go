@@ -196,8 +196,12 @@ func (s *Store) referenced() (map[digest.Digest]bool, error) {
 	for _, e := range entries {
 		roots[e.desc.Digest] = true
 	}
+	// The build caches name images too: stage 06's ($ROOT/images/cache)
+	// and final/build's ($ROOT/build/cache), a manifest digest per file.
+	// As in docker, rmi and prune leave a build's cache working.
 	cache, _ := filepath.Glob(filepath.Join(s.dir, "cache", "*"))
-	for _, f := range cache {
+	built, _ := filepath.Glob(filepath.Join(s.root, "build", "cache", "*"))
+	for _, f := range append(cache, built...) {
 		if data, err := os.ReadFile(f); err == nil {
 			if d, err := parseSHA256(strings.TrimSpace(string(data))); err == nil {
 				roots[d] = true
