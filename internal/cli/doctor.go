@@ -31,6 +31,7 @@ func newDoctorCmd(s *streams) *cobra.Command {
                      or legacy)
   iproute2           the ip command
   image tools        docker-registry, skopeo and umoci, which lesson 6 runs
+  engine tools       runc and podman, which lesson 7 runs
   go toolchain       Go, new enough to build the stages
   static busybox     a statically linked busybox
   demo rootfs        the demo rootfs is built

@@ -33,6 +33,7 @@ func Checks() []Check {
 		{"iptables", checkIptables},
 		{"iproute2", checkCommand("ip", "apt-get install iproute2 (Debian/Ubuntu) or dnf install iproute (Fedora)", "bridges, veth pairs")},
 		{"image tools", checkImageTools},
+		{"engine tools", checkEngineTools},
 		{"go toolchain", checkGo},
 		{"static busybox", checkBusybox},
 		{"demo rootfs", checkRootfs},
@@ -352,6 +353,30 @@ func checkImageTools(h Host) Result {
 	return Result{Status: Fail,
 		Detail: strings.Join(missing, ", ") + " not found: lesson 6 needs " + them + " (a local registry to pull from, and an image put in it with umoci and skopeo)",
 		Fix:    imageToolsFix(missing)}
+}
+
+// engineTools are the other engines lesson 7 compares minibox with: runc
+// runs the bundle minibox's engine made, podman runs the image minibox
+// built. Debian, Ubuntu and Fedora package each under its name.
+var engineTools = []string{"runc", "podman"}
+
+// checkEngineTools checks that every engine lesson 7 runs is on PATH.
+func checkEngineTools(h Host) Result {
+	var found, missing []string
+	for _, cmd := range engineTools {
+		if p, err := h.LookPath(cmd); err == nil {
+			found = append(found, p)
+		} else {
+			missing = append(missing, cmd)
+		}
+	}
+	if len(missing) == 0 {
+		return Result{Status: OK, Detail: strings.Join(found, ", ")}
+	}
+	return Result{Status: Fail,
+		Detail: strings.Join(missing, ", ") + " not found: lesson 7 runs the engine's bundle on runc and the image minibox built on podman",
+		Fix: "apt-get install " + strings.Join(missing, " ") + " (Debian/Ubuntu), or sudo scripts/install-prereqs.sh, which installs every package the lessons need" +
+			"\nFedora: dnf install " + strings.Join(missing, " ")}
 }
 
 // imageToolsFix says how to install the missing image tools: the Debian

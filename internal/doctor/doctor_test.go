@@ -155,6 +155,8 @@ func healthyHost(t *testing.T) *fakeHost {
 			"skopeo":          "/usr/bin/skopeo",
 			"umoci":           "/usr/bin/umoci",
 			"curl":            "/usr/bin/curl",
+			"runc":            "/usr/sbin/runc",
+			"podman":          "/usr/bin/podman",
 		},
 		outputs: map[string]string{
 			"/usr/sbin/iptables --version": "iptables v1.8.9 (nf_tables)\n",
@@ -195,7 +197,7 @@ func TestChecksOrder(t *testing.T) {
 		names = append(names, c.Name)
 	}
 	assert.Equal(t, []string{"root", "kernel", "namespaces", "cgroups", "cgroup join", "overlayfs", "mount API", "data root", "mount propagation",
-		"ip forwarding", "iptables", "iproute2", "image tools", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
+		"ip forwarding", "iptables", "iproute2", "image tools", "engine tools", "go toolchain", "static busybox", "demo rootfs", "rootfs access",
 		"container", "leftovers"}, names)
 	for _, n := range names {
 		// Lesson 3 greps doctor's output for " cgroups ": one line only.
@@ -914,6 +916,24 @@ func TestCommands(t *testing.T) {
 			assert.Equal(t, tc.fix, r.Fix)
 		})
 	}
+}
+
+// Lesson 7 hands its bundle to runc and its image to podman: each
+// missing one is named, with the packages that have it.
+func TestEngineTools(t *testing.T) {
+	h := healthyHost(t)
+	r := check(t, h, "engine tools")
+	assert.Equal(t, doctor.OK, r.Status)
+	assert.Equal(t, "/usr/sbin/runc, /usr/bin/podman", r.Detail)
+
+	delete(h.paths, "podman")
+	r = check(t, h, "engine tools")
+	assert.Equal(t, doctor.Fail, r.Status, "lesson 7 cannot run without it")
+	assert.Equal(t, "podman not found: lesson 7 runs the engine's bundle on runc and the image minibox built on podman", r.Detail)
+	assert.Equal(t, []string{
+		"apt-get install podman (Debian/Ubuntu), or sudo scripts/install-prereqs.sh, which installs every package the lessons need",
+		"Fedora: dnf install podman",
+	}, strings.Split(r.Fix, "\n"))
 }
 
 // Lesson 6 starts a registry and fills it with umoci and skopeo: each
