@@ -2,8 +2,9 @@
 // it owns images (final/image), container records, networks
 // (final/network), volumes and logs, and turns `minibox run …` into an OCI
 // bundle that the runtime (final/runtime) makes into a container. Each
-// running container has a supervisor of its own, a process of the same
-// binary (`minibox supervise ID`), which is the container's parent: it
+// running container has a supervisor of its own, a process of the small
+// binary beside minibox (`minibox-shim supervise ID`; minibox itself if
+// there is no shim of its build), which is the container's parent: it
 // keeps its output (the log and attached clients), records how it ended
 // and cleans up after it, so a container outlives the command that
 // started it. docs/architecture.md draws the picture.

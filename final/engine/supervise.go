@@ -1,8 +1,8 @@
 package engine
 
-// The supervisor: one small process per running container, the same
-// binary run as `minibox supervise ID`, in a session of its own so that it
-// outlives the command that started it. It is the container's parent and
+// The supervisor: one small process per running container, the shim
+// beside minibox run as `minibox-shim supervise ID`, in a session of its
+// own so that it outlives the command that started it. It is the container's parent and
 // a child subreaper (prctl(2)): it mounts the root file system, sets up
 // the network, has the runtime create and start the container, keeps its
 // output (log file, attached clients), waits for it, records how it ended
