@@ -2,11 +2,11 @@ package engine
 
 // The supervisor: one small process per running container, the shim
 // beside minibox run as `minibox-shim supervise ID`, in a session of its
-// own so that it outlives the command that started it. It is the container's parent and
-// a child subreaper (prctl(2)): it mounts the root file system, sets up
-// the network, has the runtime create and start the container, keeps its
-// output (log file, attached clients), waits for it, records how it ended
-// (exit status, OOM kill) and undoes everything. While it lives it holds
+// own so that it outlives the command that started it. It is the
+// container's parent and a child subreaper (prctl(2)): it mounts the root
+// file system, sets up the network, has the runtime create and start the
+// container, keeps its output (log file, attached clients), waits for it,
+// records how it ended (exit status, OOM kill) and undoes everything. While it lives it holds
 // supervisor.lock: `ps` knows a container whose supervisor was killed.
 
 import (
