@@ -1,5 +1,6 @@
-// Package bench measures the engine against podman: it holds benchmarks
-// only (its _test.go files), no code of its own.
+// Package bench measures the engine against podman, and the image
+// commands against skopeo: it holds benchmarks only (its _test.go
+// files), no code of its own.
 //
 // # What is measured
 //
@@ -16,6 +17,23 @@
 // processes that share them, so 100 supervisors of one binary are not
 // counted 100 times), and the disk the 100 containers use on top of the
 // image (du of the data root with them minus without them).
+//
+// BenchmarkBuild: `minibox build -t NAME CONTEXT` of a Dockerfile of FROM
+// (the busybox image) and five steps (ENV, WORKDIR, RUN, CMD, COPY):
+// rebuilt with nothing changed (every step from the cache; issue 13's
+// goal: at most 100 ms), with the last step's input changed (the COPY's
+// file), and, in a second Dockerfile ending in COPY then RUN, with the
+// COPY's file changed (the COPY and the RUN, in a container, run again).
+// Each line checks, from the build's output, how many steps came from the
+// cache.
+//
+// BenchmarkPullPush: a 4-layer image of 20 MiB of random data pulled and
+// pushed by minibox and by `skopeo copy` (docker://… to a new oci:
+// layout; an oci: layout to a new repository), in turns, from and to
+// docker-registry on 127.0.0.1. No push can mount a blob from an earlier
+// one: each goes to a new repository, the earlier ones' blob links are
+// deleted, and minibox's output must show every layer uploaded. Issue
+// 13's goal: at least 0.8 of skopeo's throughput.
 //
 // # How to run
 //
@@ -56,6 +74,13 @@
 //	x-minibox       on podman's lines: podman's median divided by
 //	                minibox's, measured in the same run (10 = minibox is
 //	                ten times faster); x-minibox-mem, x-minibox-disk likewise
+//	ms-minibox      BenchmarkPullPush: minibox's median
+//	ms-skopeo       skopeo's median, measured in turns with minibox's
+//	MB/s-minibox    the image's bytes (manifest, config, layers: 10^6
+//	MB/s-skopeo     bytes) over the median
+//	x-skopeo        minibox's throughput over skopeo's (the goal: ≥ 0.8)
+//
+// The goals are printed with each line ("goal: … met" or "NOT met").
 //
 // These machines are noisy: compare the ratios of one run, not absolute
 // times across runs. Nothing is asserted. docs/benchmarks.md records a

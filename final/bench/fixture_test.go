@@ -32,6 +32,16 @@ type fixture struct {
 // what they left mounted, then the directory (and the registry).
 func newFixture(b *testing.B) *fixture {
 	b.Helper()
+	f, dir := newMiniboxFixture(b)
+	f.podman, f.noPodman = newPodman(b, filepath.Join(dir, "podman"), f.image)
+	return f
+}
+
+// newMiniboxFixture is the fixture without podman: minibox, its data root
+// with the image, and the registry. It also returns the fixture's
+// temporary directory.
+func newMiniboxFixture(b *testing.B) (*fixture, string) {
+	b.Helper()
 	testenv.RequireRoot(b)
 	dir := b.TempDir()
 	b.Cleanup(func() { unmountUnder(b, dir) }) // runs after the engines' removals, before dir goes
@@ -50,8 +60,8 @@ func newFixture(b *testing.B) *fixture {
 	if out, err := f.mb("pull", f.image).CombinedOutput(); err != nil {
 		b.Fatalf("minibox pull: %v\n%s", err, out)
 	}
-	f.podman, f.noPodman = newPodman(b, filepath.Join(dir, "podman"), f.image)
-	return f
+	f.noPodman = "podman is not part of this benchmark"
+	return f, dir
 }
 
 // mb is a minibox command on the fixture's data root.
