@@ -60,7 +60,8 @@ func (e *env) consistent(what string) {
 	// are made older, as if that minute had passed.
 	old := time.Now().Add(-2 * time.Minute)
 	_ = filepath.WalkDir(e.root, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && (strings.HasPrefix(d.Name(), "tmp-") || strings.HasPrefix(d.Name(), ".tmp-")) {
+		temporary := strings.HasPrefix(d.Name(), "tmp-") || strings.HasPrefix(d.Name(), ".tmp-")
+		if err == nil && (temporary || filepath.Base(filepath.Dir(path)) == "runtime") { // and the runtime's states
 			_ = os.Chtimes(path, old, old)
 		}
 		return nil
