@@ -5,10 +5,10 @@
 //
 // Why a second binary: every container executes these two modes, and a
 // Go program pays the package initialisation of everything it links at
-// each start, and keeps that heap for its whole life. minibox links the
-// lesson renderer (glamour, chroma: ~26 ms of inits and a few MiB of
-// heap per process); this binary links only the engine and the runtime.
-// minibox uses it when it lies next to minibox and is the same build
+// each start, and keeps that heap for its whole life. minibox links
+// cobra and every command (and the lesson renderer, ~26 ms of inits,
+// until it moved to minibox-lessons); this binary links only the engine
+// and the runtime. minibox uses it when it lies next to minibox and is the same build
 // (runtime.Shim), and runs its own identical modes otherwise. It must
 // never import internal/cli or the lessons: TestShimLinksNoLessonRenderer
 // checks.

@@ -6,11 +6,13 @@ package runtime
 //
 // Every container costs two executions of a minibox binary (its
 // supervisor, `supervise ID`, and its init, `runtime init`), and each pays
-// the Go start-up of everything that binary links. The minibox CLI links
-// the lesson renderer, whose package inits alone take ~26 ms: so both are
-// run from minibox-shim (cmd/minibox-shim), a small binary that links only
-// the engine and the runtime and is installed next to minibox. Shim finds
-// it. Without a shim, or with one from another build, minibox uses itself:
+// the Go start-up of everything that binary links, and a supervisor keeps
+// its heap for the container's whole life. The minibox CLI links cobra
+// and every command: so both are run from minibox-shim (cmd/minibox-shim),
+// a small binary that links only the engine and the runtime and is
+// installed next to minibox. Shim finds it
+// (Companion: the lesson commands' minibox-lessons is found the same way).
+// Without a shim, or with one from another build, minibox uses itself:
 // slower, never wrong.
 //
 // # CVE-2019-5736: the container must not reach the host's binary
@@ -86,32 +88,38 @@ var (
 	shimErr  error
 )
 
-// ErrNoShim says that there is no minibox-shim next to the running binary.
-var ErrNoShim = errors.New("no " + ShimName + " next to the running binary")
+// ErrNoCompanion says that a companion binary (minibox-shim,
+// minibox-lessons) is not next to the running binary.
+var ErrNoCompanion = errors.New("not next to the running binary")
 
 // Shim returns the minibox-shim next to the running binary, if it exists
-// and is the same build; otherwise an error saying why not (ErrNoShim, or
-// which part of the build differs), and the caller runs itself instead.
-// A shim of another build is never used: it would read and write the
-// engine's records and speak the init's protocol of another version.
+// and is the same build; otherwise an error saying why not, and the
+// caller runs itself instead.
 func Shim() (string, error) {
-	shimOnce.Do(func() { shimPath, shimErr = findShim() })
+	shimOnce.Do(func() { shimPath, shimErr = Companion(ShimName) })
 	return shimPath, shimErr
 }
 
-func findShim() (string, error) {
+// Companion returns the binary called name next to the running binary
+// (minibox's companions are installed side by side with it: make build
+// puts them all in bin/), if it exists and is the same build; otherwise
+// an error saying why not (ErrNoCompanion, or which part of the build
+// differs). A companion of another build is never used: it would read
+// and write the engine's records, or speak the init's protocol, of
+// another version.
+func Companion(name string) (string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", fmt.Errorf("find the running binary: %w", err)
 	}
-	path := filepath.Join(filepath.Dir(self), ShimName)
+	path := filepath.Join(filepath.Dir(self), name)
 	if path == self {
-		return self, nil // the shim itself
+		return self, nil // the companion itself
 	}
 	info, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("%w (%s)", ErrNoShim, path)
+		return "", fmt.Errorf("%s: %w", path, ErrNoCompanion)
 	case err != nil:
 		return "", err
 	case !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0:
@@ -132,28 +140,30 @@ func findShim() (string, error) {
 }
 
 // sameBuild reports the first difference between the running binary's
-// build and the shim's: toolchain, module, build settings (flags, the
+// build and its companion's: toolchain, module, build settings (flags, the
 // -X SourceID of the Makefile, the VCS revision and whether the tree was
-// modified), and the version of every module the shim links. What it
-// cannot see: two plain `go build`s of one dirty tree at different
-// moments (use make build, whose SourceID covers that).
-func sameBuild(mine, shim *debug.BuildInfo) error {
-	if mine.GoVersion != shim.GoVersion {
-		return fmt.Errorf("built by %s, not %s", shim.GoVersion, mine.GoVersion)
+// modified), and the version of every module both link (minibox-lessons
+// links the lesson renderer's modules, which minibox does not; go.sum,
+// and so SourceID, covers those). What it cannot see: two plain `go
+// build`s of one dirty tree at different moments (use make build, whose
+// SourceID covers that).
+func sameBuild(mine, other *debug.BuildInfo) error {
+	if mine.GoVersion != other.GoVersion {
+		return fmt.Errorf("built by %s, not %s", other.GoVersion, mine.GoVersion)
 	}
-	if mine.Main.Path != shim.Main.Path || mine.Main.Version != shim.Main.Version || mine.Main.Sum != shim.Main.Sum {
-		return fmt.Errorf("module %s %s, not %s %s", shim.Main.Path, shim.Main.Version, mine.Main.Path, mine.Main.Version)
+	if mine.Main.Path != other.Main.Path || mine.Main.Version != other.Main.Version || mine.Main.Sum != other.Main.Sum {
+		return fmt.Errorf("module %s %s, not %s %s", other.Main.Path, other.Main.Version, mine.Main.Path, mine.Main.Version)
 	}
-	if a, b := settings(mine), settings(shim); a != b {
+	if a, b := settings(mine), settings(other); a != b {
 		return fmt.Errorf("build settings [%s], not [%s]", b, a)
 	}
 	deps := map[string]string{}
 	for _, d := range mine.Deps {
 		deps[d.Path] = moduleVersion(d)
 	}
-	for _, d := range shim.Deps {
-		if v := moduleVersion(d); deps[d.Path] != v {
-			return fmt.Errorf("module %s %s, not %q", d.Path, v, deps[d.Path])
+	for _, d := range other.Deps {
+		if v, mineToo := deps[d.Path]; mineToo && moduleVersion(d) != v {
+			return fmt.Errorf("module %s %s, not %s", d.Path, moduleVersion(d), v)
 		}
 	}
 	return nil

@@ -22,42 +22,6 @@ func minibox(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errOut.String(), code
 }
 
-func TestLessonArgumentErrors(t *testing.T) {
-	_, stderr, code := minibox(t, "lesson", "one")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, `expected a lesson number, got "one"`)
-
-	_, stderr, code = minibox(t, "lesson", "99", "--lang", "en")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "no lesson 99 in en (there are: 01-chroot")
-
-	_, stderr, code = minibox(t, "lesson", "1", "--lang", "fr")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, `unknown language "fr"`)
-
-	_, stderr, code = minibox(t, "lesson")
-	assert.Equal(t, 1, code)
-	assert.Contains(t, stderr, "accepts 1 arg")
-}
-
-func TestLessonsListsTitlesAndProgress(t *testing.T) {
-	state := filepath.Join(t.TempDir(), "progress.json")
-	t.Setenv("MINIBOX_STATE", state)
-	out, _, code := minibox(t, "lessons", "--lang", "en")
-	require.Equal(t, 0, code)
-	lines := strings.Split(out, "\n")
-	assert.Regexp(t, `^#\s+TITLE\s+STAGE\s+DONE`, lines[0])
-	assert.Regexp(t, `^1\s+chroot.*01-chroot\s*$`, lines[1], "not done yet")
-
-	require.NoError(t, os.WriteFile(state, []byte(`{"finished":{"1":"2026-01-01T00:00:00Z"}}`), 0o644))
-	out, _, _ = minibox(t, "lessons", "--lang", "en")
-	assert.Regexp(t, `(?m)^1\s+chroot.*01-chroot\s+✓$`, out)
-
-	out, _, code = minibox(t, "lessons", "--help")
-	require.Equal(t, 0, code)
-	assert.Contains(t, out, "MINIBOX_STATE", "--help says where progress is kept")
-}
-
 // fakeTree makes a source tree with two stages for the diff command.
 func fakeTree(t *testing.T) string {
 	t.Helper()

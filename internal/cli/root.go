@@ -30,19 +30,40 @@ type streams struct {
 	out, err io.Writer
 }
 
-// isTerminal reports whether w (or r) is a terminal.
-func isTerminal(f any) bool {
+// Exit returns an error that makes the command exit with code, printing
+// err (if not nil) once, as "minibox: err".
+func Exit(code int, err error) error { return &exitError{code: code, err: err} }
+
+// IsTerminal reports whether f, a writer or a reader, is a terminal.
+func IsTerminal(f any) bool {
 	file, ok := f.(*os.File)
 	return ok && term.IsTerminal(int(file.Fd()))
 }
 
+// isTerminal is IsTerminal, for this package's commands.
+func isTerminal(f any) bool { return IsTerminal(f) }
+
 // Execute runs the CLI with args and returns the process exit status.
+// The lesson commands are run by minibox-lessons (see lessons.go).
 func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
 	s := &streams{in: in, out: out, err: errOut}
-	root := newRoot(s)
+	return execute(newRoot(s, args), args, s)
+}
+
+// ExecuteLessons runs the CLI of minibox-lessons: minibox's root (its help,
+// its --rootfs) with lessonCmds, the commands that render lessons, alone.
+func ExecuteLessons(args []string, in io.Reader, out, errOut io.Writer, lessonCmds ...*cobra.Command) int {
+	s := &streams{in: in, out: out, err: errOut}
+	root := newBareRoot()
+	root.AddCommand(lessonCmds...)
+	return execute(root, args, s)
+}
+
+func execute(root *cobra.Command, args []string, s *streams) int {
+	errOut := s.err
 	root.SetArgs(args)
-	root.SetIn(in)
-	root.SetOut(out)
+	root.SetIn(s.in)
+	root.SetOut(s.out)
 	root.SetErr(errOut)
 	err := root.Execute()
 	var ee *exitError
@@ -60,7 +81,31 @@ func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
 	}
 }
 
-func newRoot(s *streams) *cobra.Command {
+// newRoot is minibox's command line. args are the arguments it runs
+// with: the lesson commands hand them to minibox-lessons as they are.
+func newRoot(s *streams, args []string) *cobra.Command {
+	root := newBareRoot()
+	root.AddCommand(lessonStubs(args)...)
+	root.AddCommand(
+		newDiffCmd(s),
+		newDoctorCmd(s),
+		newRootfsCmd(s),
+		newCleanupCmd(s),
+		// The engine (final/): docker's commands.
+		newRunCmd(s), newCreateCmd(s), newStartCmd(s), newExecCmd(s),
+		newPsCmd(s), newLogsCmd(s), newStopCmd(s), newKillCmd(s), newRmCmd(s), newInspectCmd(s), newWaitCmd(s),
+		newPullCmd(s), newImagesCmd(s), newRmiCmd(s),
+		newPushCmd(s), newLoginCmd(s), newLogoutCmd(s), newSaveCmd(s), newLoadCmd(s), newTagCmd(s), newHistoryCmd(s), newImageCmd(s),
+		newBuildCmd(s), newCommitCmd(s),
+		newVolumeCmd(s), newNetworkCmd(s),
+		newRuntimeCmd(s), newSuperviseCmd(),
+	)
+	return root
+}
+
+// newBareRoot is the root command that minibox and minibox-lessons share:
+// its help, and the flags every command takes.
+func newBareRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "minibox",
 		Short: "Learn how containers work by building one",
@@ -78,21 +123,5 @@ Start here:
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("rootfs", "", "demo root filesystem `DIR` (default $MINIBOX_ROOTFS, else /var/lib/minibox/rootfs)")
-	root.AddCommand(
-		newLessonsCmd(s),
-		newLessonCmd(s),
-		newDiffCmd(s),
-		newDoctorCmd(s),
-		newRootfsCmd(s),
-		newCleanupCmd(s),
-		// The engine (final/): docker's commands.
-		newRunCmd(s), newCreateCmd(s), newStartCmd(s), newExecCmd(s),
-		newPsCmd(s), newLogsCmd(s), newStopCmd(s), newKillCmd(s), newRmCmd(s), newInspectCmd(s), newWaitCmd(s),
-		newPullCmd(s), newImagesCmd(s), newRmiCmd(s),
-		newPushCmd(s), newLoginCmd(s), newLogoutCmd(s), newSaveCmd(s), newLoadCmd(s), newTagCmd(s), newHistoryCmd(s), newImageCmd(s),
-		newBuildCmd(s), newCommitCmd(s),
-		newVolumeCmd(s), newNetworkCmd(s),
-		newRuntimeCmd(s), newSuperviseCmd(),
-	)
 	return root
 }

@@ -330,14 +330,17 @@ for d in "$modroot"/[0-9][0-9]-*/; do
 done
 # The minibox command goes beside them, /stages/minibox: the stage tests run
 # `minibox cleanup` on what a killed stage left, and the engine's tests run
-# it for everything. minibox-shim, where the tree has it, goes next to it,
-# where minibox looks for it.
+# it for everything. Its companions, minibox-shim and minibox-lessons
+# (minibox lesson), where the tree has them, go next to it, where minibox
+# looks for them.
 # One go build for all of them: faster than one per program. With several
 # main packages and -o DIR/, each binary is named after its directory.
 commands=(./cmd/minibox)
-if [[ -d cmd/minibox-shim ]]; then
-	commands+=(./cmd/minibox-shim)
-fi
+for companion in cmd/minibox-shim cmd/minibox-lessons; do
+	if [[ -d $companion ]]; then
+		commands+=("./$companion")
+	fi
+done
 mkdir -p "$work/stages"
 "$go" build -o "$work/stages/" "${stage_pkgs[@]}" "${commands[@]}" ||
 	die "cannot build the stage programs (${stage_pkgs[*]}) and ${commands[*]}; the tests run them from MINIBOX_STAGE_BIN"

@@ -1,4 +1,4 @@
-package cli
+package lessoncmd
 
 import (
 	"context"
@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/minibox-lab/minibox/internal/cleanup"
+	"github.com/minibox-lab/minibox/internal/cli"
 	"github.com/minibox-lab/minibox/internal/lesson"
 	"github.com/minibox-lab/minibox/internal/rootfs"
 	"github.com/minibox-lab/minibox/internal/stages"
@@ -39,11 +40,11 @@ type lessonFlags struct {
 // their own (testdata/lessons).
 var lessonFiles fs.FS = lessons.FS
 
-func newLessonCmd(s *streams) *cobra.Command {
+func newLessonCmd() *cobra.Command {
 	var f lessonFlags
 	cmd := &cobra.Command{
-		Use:   "lesson N",
-		Short: "Read lesson N and run its demos live",
+		Use:   cli.LessonUse,
+		Short: cli.LessonShort,
 		Long: `Render lesson N and run its demos live, in order.
 
 Before a lesson runs, the stage programs (stage01, stage02, …) are built from
@@ -83,7 +84,7 @@ marked done in your progress (see minibox lessons --help).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.rootfs, _ = cmd.Flags().GetString("rootfs")
-			return runLesson(s, f, args[0])
+			return runLesson(streamsOf(cmd), f, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&f.lang, "lang", "", "lesson language, en or zh (default from $LC_ALL/$LANG: zh* → zh, else en)")
@@ -139,13 +140,13 @@ func runLesson(s *streams, f lessonFlags, arg string) (err error) {
 	defer stop()
 	defer func() {
 		if sig := caught(); sig != 0 {
-			err = &exitError{code: 128 + int(sig), err: fmt.Errorf("lesson %s stopped by %s", arg, unix.SignalName(sig))}
+			err = cli.Exit(128+int(sig), fmt.Errorf("lesson %s stopped by %s", arg, unix.SignalName(sig)))
 		}
 	}()
 
 	rootfsDir := rootfs.Dir(f.rootfs)
 	if err := prepareNeeds(s.out, l, rootfsDir); err != nil {
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	}
 
 	tmp, err := os.MkdirTemp("", "minibox-lesson-")
@@ -161,7 +162,7 @@ func runLesson(s *streams, f lessonFlags, arg string) (err error) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	}
 
 	runner := &lesson.Runner{
@@ -170,13 +171,13 @@ func runLesson(s *streams, f lessonFlags, arg string) (err error) {
 		Check:        f.check,
 		Env:          lesson.DemoEnv(os.Environ(), binDir, rootfsDir, workDir, l.Number),
 		Dir:          workDir,
-		Color:        isTerminal(s.out),
+		Color:        cli.IsTerminal(s.out),
 		Only:         f.demo,
 		From:         f.from,
 		TimeoutScale: scale,
 		Width:        width,
 	}
-	if in, ok := s.in.(*os.File); ok && !f.yes && !f.check && isTerminal(s.out) && isTerminal(in) {
+	if in, ok := s.in.(*os.File); ok && !f.yes && !f.check && cli.IsTerminal(s.out) && cli.IsTerminal(in) {
 		runner.Prompt = keyPrompt(in, s.out)
 	}
 	rep, err := runner.Run(ctx, l)
@@ -191,14 +192,14 @@ func readLesson(s *streams, l *lesson.Lesson, f lessonFlags, render func(string)
 	runner := &lesson.Runner{
 		Out:    out,
 		Render: render,
-		Color:  isTerminal(s.out),
+		Color:  cli.IsTerminal(s.out),
 		Read:   true,
 		Only:   f.demo,
 		From:   f.from,
 		Width:  width,
 	}
 	if _, err := runner.Run(context.Background(), l); err != nil {
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	}
 	return nil
 }
@@ -297,7 +298,9 @@ func prepareNeeds(out io.Writer, l *lesson.Lesson, rootfsDir string) error {
 }
 
 // buildLessonStages builds stage01 … stageN from the working tree and puts
-// minibox itself next to them, so demos can call both by name.
+// minibox next to them, so demos can call both by name: the minibox that
+// lies next to this minibox-lessons, the one that started it (of the same
+// build: it checked), not minibox-lessons, which runs no container.
 func buildLessonStages(ctx context.Context, out io.Writer, n int, binDir string) error {
 	cwd, _ := os.Getwd()
 	src, err := stages.FindSource(cwd)
@@ -324,7 +327,8 @@ func buildLessonStages(ctx context.Context, out io.Writer, n int, binDir string)
 	if err != nil {
 		return fmt.Errorf("find the minibox binary to put on the demos' PATH: %w", err)
 	}
-	if err := os.Symlink(self, filepath.Join(binDir, "minibox")); err != nil {
+	engine := filepath.Join(filepath.Dir(self), "minibox")
+	if err := os.Symlink(engine, filepath.Join(binDir, "minibox")); err != nil {
 		return fmt.Errorf("put minibox on the demos' PATH: %w", err)
 	}
 	return nil
@@ -339,7 +343,7 @@ func newRender(s *streams, f lessonFlags) (func(string) (string, error), int, er
 	if requested == "" {
 		requested, source = os.Getenv("GLAMOUR_STYLE"), "$GLAMOUR_STYLE"
 	}
-	tty := isTerminal(s.out)
+	tty := cli.IsTerminal(s.out)
 	width := 80
 	if file, ok := s.out.(*os.File); ok && tty {
 		if w, _, err := term.GetSize(int(file.Fd())); err == nil && w > 20 {
@@ -417,11 +421,11 @@ func finishLesson(out io.Writer, l *lesson.Lesson, rep lesson.Report, f lessonFl
 		fmt.Fprintf(out, "\nLesson %d left before the end; minibox lesson %d starts it again.\n", l.Number, l.Number)
 		return nil
 	case err != nil:
-		return &exitError{code: 1, err: err}
+		return cli.Exit(1, err)
 	}
 	if len(rep.Failures) > 0 {
-		return &exitError{code: 1, err: fmt.Errorf("lesson %d: %d failure(s):\n  %s",
-			l.Number, len(rep.Failures), strings.Join(rep.Failures, "\n  "))}
+		return cli.Exit(1, fmt.Errorf("lesson %d: %d failure(s):\n  %s",
+			l.Number, len(rep.Failures), strings.Join(rep.Failures, "\n  ")))
 	}
 	if rep.Skipped > 0 {
 		fmt.Fprintf(out, "Lesson %d: %d demo(s) run, %d skipped; run them all to mark the lesson done.\n", l.Number, rep.Ran, rep.Skipped)

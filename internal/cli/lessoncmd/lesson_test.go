@@ -1,4 +1,4 @@
-package cli
+package lessoncmd
 
 import (
 	"bytes"
@@ -16,13 +16,59 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/minibox-lab/minibox/internal/cli"
 	"github.com/minibox-lab/minibox/internal/lesson"
 	"github.com/minibox-lab/minibox/internal/stages"
 	"github.com/minibox-lab/minibox/internal/testenv"
 	"github.com/minibox-lab/minibox/lessons"
 )
 
-// useTestLessons makes the lesson command read internal/cli/testdata/lessons
+// minibox runs the lesson commands in-process, as minibox-lessons runs
+// them, and returns stdout, stderr, exit status.
+func minibox(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := cli.ExecuteLessons(args, strings.NewReader(""), &out, &errOut, Commands()...)
+	return out.String(), errOut.String(), code
+}
+
+func TestLessonArgumentErrors(t *testing.T) {
+	_, stderr, code := minibox(t, "lesson", "one")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `expected a lesson number, got "one"`)
+
+	_, stderr, code = minibox(t, "lesson", "99", "--lang", "en")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "no lesson 99 in en (there are: 01-chroot")
+
+	_, stderr, code = minibox(t, "lesson", "1", "--lang", "fr")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `unknown language "fr"`)
+
+	_, stderr, code = minibox(t, "lesson")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "accepts 1 arg")
+}
+
+func TestLessonsListsTitlesAndProgress(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "progress.json")
+	t.Setenv("MINIBOX_STATE", state)
+	out, _, code := minibox(t, "lessons", "--lang", "en")
+	require.Equal(t, 0, code)
+	lines := strings.Split(out, "\n")
+	assert.Regexp(t, `^#\s+TITLE\s+STAGE\s+DONE`, lines[0])
+	assert.Regexp(t, `^1\s+chroot.*01-chroot\s*$`, lines[1], "not done yet")
+
+	require.NoError(t, os.WriteFile(state, []byte(`{"finished":{"1":"2026-01-01T00:00:00Z"}}`), 0o644))
+	out, _, _ = minibox(t, "lessons", "--lang", "en")
+	assert.Regexp(t, `(?m)^1\s+chroot.*01-chroot\s+✓$`, out)
+
+	out, _, code = minibox(t, "lessons", "--help")
+	require.Equal(t, 0, code)
+	assert.Contains(t, out, "MINIBOX_STATE", "--help says where progress is kept")
+}
+
+// useTestLessons makes the lesson command read testdata/lessons
 // instead of the real lessons, and gives it a source tree whose stages
 // build in a moment.
 func useTestLessons(t *testing.T) (state string) {
@@ -262,7 +308,7 @@ func readOnTerminal(t *testing.T, args ...string) string {
 		_, _ = io.Copy(&screen, master) // ends with EIO once the slave is closed
 	}()
 	var errOut bytes.Buffer
-	code := Execute(append([]string{"lesson", "1", "--read", "--lang", "en"}, args...), strings.NewReader(""), slave, &errOut)
+	code := cli.ExecuteLessons(append([]string{"lesson", "1", "--read", "--lang", "en"}, args...), strings.NewReader(""), slave, &errOut, Commands()...)
 	require.Equal(t, 0, code, errOut.String())
 	slave.Close()
 	wg.Wait()

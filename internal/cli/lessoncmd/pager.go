@@ -1,4 +1,4 @@
-package cli
+package lessoncmd
 
 import (
 	"io"
@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+
+	"github.com/minibox-lab/minibox/internal/cli"
 )
 
 // pagerCommand is the pager to show long output through, as git chooses
@@ -29,7 +31,7 @@ func pagerCommand(lookup func(string) (string, bool)) string {
 func startPager(out, errOut io.Writer, getenv func(string) string) (io.Writer, func()) {
 	none := func() {}
 	file, ok := out.(*os.File)
-	if !ok || !isTerminal(file) {
+	if !ok || !cli.IsTerminal(file) {
 		return out, none
 	}
 	pager := pagerCommand(os.LookupEnv)
