@@ -335,6 +335,44 @@ var lessonMutations = []mutate.Mutation{
 		New: `p.Args, p.Cwd, p.Terminal = append([]string{"/bin/sh", "-c", "\"$@\" & wait $!", "sh"}, c.Config.Cmd...), c.Config.WorkingDir, c.Config.Tty // mutation: a shell is PID 1, the command its child`,
 		Why: "the bundle wraps the command in a shell: PID 1 is sh, the user's command its child (exec … ps shows it, and stop's SIGTERM is a shell's to ignore)",
 	},
+
+	// Lesson 7's build, ship, run: final/build, final/image's push,
+	// final/engine's commit (and podman reads what they made).
+	{
+		Name: "07-build-cache-never-hit", Lesson: 7, File: "final/build/stage.go",
+		Old: `if !bd.o.NoCache {`,
+		New: `if false && !bd.o.NoCache { // mutation: the cache is written, never read`,
+		Why: "build never looks in its cache: an unchanged rebuild runs every step again (no Using cache) and makes another image id",
+	},
+	{
+		Name: "07-build-drops-cmd", Lesson: 7, File: "final/build/stage.go",
+		Old: `return meta(fmt.Sprintf("CMD %q", cmd), func(s *stage) { s.cfg.Config.Cmd, s.cmdSet = cmd, true })`,
+		New: `return meta(fmt.Sprintf("CMD %q", cmd), func(s *stage) { s.cmdSet = true }) // mutation: CMD stays out of the image's config`,
+		Why: "build drops CMD from the image's config: the built image runs its base's Cmd, here and in podman, not the Dockerfile's",
+	},
+	{
+		Name: "07-push-skips-nothing", Lesson: 7, File: "final/image/push.go",
+		Old: `resp, err := c.call(ctx, http.MethodHead, blobURL, nil, nil, "blob "+j.desc.Digest.String())`,
+		New: `_ = blobURL // mutation: no HEAD, the registry is never asked what it has
+	resp, err := (*http.Response)(nil), fmt.Errorf("%w: not asked", ErrRemoteNotFound)`,
+		Why: "push never asks the registry (HEAD) which blobs it has: a second push of the same image sends its layers again",
+	},
+	{
+		Name: "07-commit-adds-no-layer", Lesson: 7, File: "final/engine/commit.go",
+		Old: "cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.DiffID)\n" +
+			"\tcfg.History = append(cfg.History, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message})\n" +
+			"\tlayers := append(append([]ocispec.Descriptor(nil), img.Manifest.Layers...), layer.Desc)",
+		New: "_ = layer // mutation: the container's layer is stored, but the image does not get it\n" +
+			"\tcfg.History = append(cfg.History, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message, EmptyLayer: true})\n" +
+			"\tlayers := append([]ocispec.Descriptor(nil), img.Manifest.Layers...)",
+		Why: "commit makes an image of the container's image alone, without its layer: the committed image lacks the container's changes, in minibox and in podman",
+	},
+	{
+		Name: "07-push-no-manifest", Lesson: 7, File: "final/image/push.go",
+		Old: `c.base+"/v2/"+c.repository+"/manifests/"+r.Tag, bytesBody(manifest),`,
+		New: `c.base+"/v2/"+c.repository+"/manifests/"+desc.Digest.String(), bytesBody(manifest), // mutation: the manifest goes up by digest, the tag never`,
+		Why: "push uploads the manifest by digest, never under its tag: the registry has the blobs but no app:2, and machine 2 cannot pull it",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the
@@ -475,16 +513,15 @@ func mutatesMinibox(m mutate.Mutation) bool {
 	return strings.HasPrefix(m.File, "final/") || strings.HasPrefix(m.File, "internal/cli/")
 }
 
-// buildMiniboxFrom builds minibox from the source tree src into dir.
+// buildMiniboxFrom builds minibox from the source tree src into dir,
+// with its companions (minibox-lessons runs the lesson, minibox-shim the
+// containers), all of the mutated tree.
 func buildMiniboxFrom(t *testing.T, src, dir string) string {
 	t.Helper()
 	goTool, err := stages.GoTool()
 	require.NoError(t, err)
-	bin := filepath.Join(dir, "minibox")
-	cmd := exec.Command(goTool, "build", "-o", bin, "./cmd/minibox")
-	cmd.Dir = src
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "build the mutated minibox: %s", out)
+	bin, err := testenv.BuildMiniboxFrom(goTool, src, dir)
+	require.NoError(t, err, "build the mutated minibox")
 	return bin
 }
 
