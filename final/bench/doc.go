@@ -54,11 +54,11 @@
 // (internal/registrytest), and everything, containers, data roots, podman's
 // storage, cgroups and the registry, is removed at the end.
 //
-// podman is optional: its lines are skipped when it is not installed (CI
-// does not install it). It runs with storage of its own in a temporary
-// directory, the cgroupfs manager, its cgroups under minibox/bench-podman,
-// and ulimits it can set (podman lowers its own RLIMIT_NPROC to 32768, so
-// a container asking for more fails with EPERM): see podmanConf.
+// podman is optional here: its lines are skipped when it is not
+// installed. It runs as internal/podmantest sets it up: storage of its own
+// in a temporary directory, the cgroupfs manager, its cgroups under
+// minibox/podman, and ulimits it can set (podman lowers its own
+// RLIMIT_NPROC to 32768, so a container asking for more fails with EPERM).
 //
 // # How to read the output
 //

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/minibox-lab/minibox/internal/podmantest"
 	"github.com/minibox-lab/minibox/internal/registrytest"
 	"github.com/minibox-lab/minibox/internal/rootfs"
 	"github.com/minibox-lab/minibox/internal/testenv"
@@ -22,7 +23,7 @@ type fixture struct {
 	minibox string // the binary
 	root    string // minibox's data root
 	image   string // 127.0.0.1:PORT/bench:latest
-	podman  *podman
+	podman  *podmantest.Podman
 	// noPodman says why podman's lines are skipped, when podman is nil.
 	noPodman string
 }
@@ -32,8 +33,8 @@ type fixture struct {
 // what they left mounted, then the directory (and the registry).
 func newFixture(b *testing.B) *fixture {
 	b.Helper()
-	f, dir := newMiniboxFixture(b)
-	f.podman, f.noPodman = newPodman(b, filepath.Join(dir, "podman"), f.image)
+	f, _ := newMiniboxFixture(b)
+	f.podman, f.noPodman = newPodman(b, f.image)
 	return f
 }
 
@@ -72,7 +73,7 @@ func (f *fixture) mb(args ...string) *exec.Cmd {
 }
 
 // podmanOrSkip is podman, or skips b (podman is optional: CI has none).
-func (f *fixture) podmanOrSkip(b *testing.B) *podman {
+func (f *fixture) podmanOrSkip(b *testing.B) *podmantest.Podman {
 	b.Helper()
 	if f.podman == nil {
 		b.Skip(f.noPodman)

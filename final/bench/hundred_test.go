@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/minibox-lab/minibox/final/runtime"
+	"github.com/minibox-lab/minibox/internal/podmantest"
 )
 
 // hundred is how many detached containers a round starts.
@@ -42,7 +43,7 @@ func BenchmarkHundredDetached(b *testing.B) {
 	})
 	b.Run("podman", func(b *testing.B) {
 		p := f.podmanOrSkip(b)
-		pd := f.benchDetached(b, p.detached(f.image))
+		pd := f.benchDetached(b, podmanDetached(p, f.image))
 		reportRatio(b, "x-minibox", ms(median(pd.start)), ms(median(mb.start)))
 		reportRatio(b, "x-minibox-mem", medianOf(pd.supervisor)+medianOf(pd.processes), medianOf(mb.supervisor)+medianOf(mb.processes))
 		reportRatio(b, "x-minibox-supervisor", medianOf(pd.supervisor), medianOf(mb.supervisor))
@@ -135,14 +136,14 @@ func (f *fixture) miniboxDetached() detached {
 	}
 }
 
-// detached is podman's side: its root and runroot, inspect for conmon.
-func (p *podman) detached(image string) detached {
+// podmanDetached is podman's side: its root and runroot, inspect for conmon.
+func podmanDetached(p *podmantest.Podman, image string) detached {
 	return detached{
 		start: func() *exec.Cmd {
-			return p.run("-d", "--network", "none", image, "sleep", "3600")
+			return p.Run("-d", "--network", "none", image, "sleep", "3600")
 		},
 		supervisors: func(ids []string) ([]int, error) {
-			out, err := p.cmd(append([]string{"inspect", "--format", "{{.Id}} {{.State.ConmonPid}}"}, ids...)...).Output()
+			out, err := p.Cmd(append([]string{"inspect", "--format", "{{.Id}} {{.State.ConmonPid}}"}, ids...)...).Output()
 			if err != nil {
 				return nil, fmt.Errorf("podman inspect: %w", err)
 			}
@@ -157,9 +158,9 @@ func (p *podman) detached(image string) detached {
 			return pidsOf(ids, func(id string) int { return byID[id] })
 		},
 		remove: func(ids []string) *exec.Cmd {
-			return p.cmd(append([]string{"rm", "-f", "-t", "0"}, ids...)...)
+			return p.Cmd(append([]string{"rm", "-f", "-t", "0"}, ids...)...)
 		},
-		dirs: []string{filepath.Join(p.dir, "root"), p.runroot},
+		dirs: p.Dirs(),
 	}
 }
 

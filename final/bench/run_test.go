@@ -24,7 +24,7 @@ func BenchmarkRun(b *testing.B) {
 		b.Run("podman-"+network, func(b *testing.B) {
 			p := f.podmanOrSkip(b)
 			d := median(timeEach(b, func() *exec.Cmd {
-				return p.run("--rm", "--network", network, f.image, "true")
+				return p.Run("--rm", "--network", network, f.image, "true")
 			}))
 			b.ReportMetric(ms(d), "ms-median")
 			reportRatio(b, "x-minibox", ms(d), ms(miniboxMedian[network]))

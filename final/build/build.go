@@ -82,6 +82,7 @@ func New(root string) (*Builder, error) {
 // build is one run of Build.
 type build struct {
 	*Builder
+	ctx      context.Context // the build's: Ctrl-C ends what it does (a pull for COPY --from)
 	o        Options
 	out      io.Writer // o.Out, or nothing with -q
 	file     string    // the Dockerfile's name in errors: Dockerfile:7: …
@@ -115,7 +116,7 @@ type stage struct {
 
 // Build builds the Dockerfile and tags the image; it returns it.
 func (b *Builder) Build(ctx context.Context, o Options) (*image.Image, error) {
-	bd := &build{Builder: b, o: o, out: o.Out, used: map[string]bool{}}
+	bd := &build{Builder: b, ctx: ctx, o: o, out: o.Out, used: map[string]bool{}}
 	if bd.out == nil || o.Quiet {
 		bd.out = io.Discard
 	}

@@ -170,7 +170,7 @@ func (bd *build) copySource(s *stage, c copySpec) (*tree, string, error) {
 		img, err := bd.Images.Lookup(from)
 		if errors.Is(err, image.ErrNotFound) {
 			fmt.Fprintf(bd.out, "Unable to find image '%s' locally\n", from)
-			img, err = bd.Images.Pull(context.Background(), from, image.PullOptions{Progress: bd.out})
+			img, err = bd.Images.Pull(bd.ctx, from, image.PullOptions{Progress: bd.out})
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("COPY --from=%s: %w", from, err)
@@ -317,9 +317,11 @@ func writeEntries(sc *scratch, src *tree, entries []entry, chown string, maybeIn
 	defer root.Close()
 	uid, gid := 0, 0
 	if chown != "" {
-		if uid, gid, _, err = lookupUser(root, chown, true); err != nil {
+		u, err := image.LookupUser(root, chown, true)
+		if err != nil {
 			return fmt.Errorf("--chown=%s: %w", chown, err)
 		}
+		uid, gid = u.UID, u.GID
 	}
 	w := &writer{root: root, src: src, uid: uid, gid: gid, dirs: map[string]int{}}
 	defer w.close()

@@ -27,6 +27,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
 
@@ -160,9 +161,11 @@ func (bd *build) runSpec(s *stage, sc *scratch, id string, cmd, env []string) (*
 	}
 	uid, gid, home := 0, 0, "/root"
 	if u := s.cfg.Config.User; u != "" {
-		if uid, gid, home, err = lookupUser(root, u, false); err != nil {
+		user, err := image.LookupUser(root, u, false)
+		if err != nil {
 			return nil, fmt.Errorf("USER %s: %w", u, err)
 		}
+		uid, gid, home = user.UID, user.GID, user.Home
 	}
 	p.User = specs.User{UID: uint32(uid), GID: uint32(gid)}
 	if !hasEnv(p.Env, "HOME") && home != "" {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -44,15 +45,25 @@ func (bd *build) newScratch(s *stage) (*scratch, error) {
 			return nil, err
 		}
 	}
-	dir, err := os.MkdirTemp(filepath.Join(bd.Root, "build", "tmp"), "step-")
+	// Made as new-<n>, locked, then renamed step-<n> (the lock goes with
+	// the open file): a step-* directory whose lock is free is a killed
+	// build's, at any age (recoverStale, minibox cleanup).
+	fresh, err := os.MkdirTemp(filepath.Join(bd.Root, "build", "tmp"), "new-")
 	if err != nil {
 		return nil, err
 	}
-	sc := &scratch{dir: dir, rootfs: filepath.Join(dir, "rootfs"), upper: filepath.Join(dir, "diff")}
-	if sc.lock, err = lockFile(filepath.Join(dir, "lock"), unix.LOCK_EX); err != nil {
-		os.RemoveAll(dir)
+	lock, err := lockFile(filepath.Join(fresh, "lock"), unix.LOCK_EX)
+	if err != nil {
+		os.RemoveAll(fresh)
 		return nil, err
 	}
+	dir := filepath.Join(filepath.Dir(fresh), "step-"+strings.TrimPrefix(filepath.Base(fresh), "new-"))
+	if err := os.Rename(fresh, dir); err != nil {
+		lock.Close()
+		os.RemoveAll(fresh)
+		return nil, err
+	}
+	sc := &scratch{dir: dir, rootfs: filepath.Join(dir, "rootfs"), upper: filepath.Join(dir, "diff"), lock: lock}
 	for _, d := range []string{"diff", "work", "rootfs"} {
 		if err = os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			break
@@ -120,14 +131,16 @@ func lockFile(path string, how int) (*os.File, error) {
 // are deleted with their cgroups. A concurrent build's own are in use
 // (locked, running) and stay.
 func (b *Builder) recoverStale() {
+	// Killed between mkdir and rename: a build beside us may be just
+	// there, so only once a minute has passed.
+	fresh, _ := filepath.Glob(filepath.Join(b.Root, "build", "tmp", "new-*"))
+	for _, dir := range fresh {
+		if info, err := os.Stat(dir); err == nil && time.Since(info.ModTime()) > time.Minute {
+			os.RemoveAll(dir)
+		}
+	}
 	dirs, _ := filepath.Glob(filepath.Join(b.Root, "build", "tmp", "step-*"))
 	for _, dir := range dirs {
-		if _, err := os.Stat(filepath.Join(dir, "lock")); err != nil {
-			// Killed before it locked: a build beside us may be just there.
-			if info, err := os.Stat(dir); err != nil || time.Since(info.ModTime()) < time.Minute {
-				continue
-			}
-		}
 		lock, err := lockFile(filepath.Join(dir, "lock"), unix.LOCK_EX|unix.LOCK_NB)
 		if err != nil {
 			continue // in use
@@ -187,9 +200,11 @@ func (bd *build) workdir(ctx context.Context, s *stage, wd, createdBy string) (s
 	}
 	uid, gid := 0, 0
 	if u := s.cfg.Config.User; u != "" {
-		if uid, gid, _, err = lookupUser(root, u, false); err != nil {
+		user, err := image.LookupUser(root, u, false)
+		if err != nil {
 			return stepResult{}, fmt.Errorf("USER %s: %w", u, err)
 		}
+		uid, gid = user.UID, user.GID
 	}
 	w := &writer{root: root, uid: uid, gid: gid, dirs: map[string]int{}}
 	_, err = w.dir(wd)

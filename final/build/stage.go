@@ -6,7 +6,6 @@ package build
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -84,7 +83,7 @@ func (bd *build) from(ctx context.Context, is *instructions.Stage) (*stage, erro
 		if prev.name != "" && strings.EqualFold(prev.name, base) {
 			*s = *prev
 			s.name, s.args, s.cmdSet = is.Name, nil, false
-			s.cfg = copyConfig(prev.cfg)
+			s.cfg = image.CopyConfig(prev.cfg)
 			s.layers = append([]ocispec.Descriptor(nil), prev.layers...)
 			return s, nil
 		}
@@ -97,18 +96,10 @@ func (bd *build) from(ctx context.Context, is *instructions.Stage) (*stage, erro
 	if err != nil {
 		return nil, fmt.Errorf("FROM %s: %w", base, err)
 	}
-	s.cfg = copyConfig(img.Config)
+	s.cfg = image.CopyConfig(img.Config)
 	s.layers = append([]ocispec.Descriptor(nil), img.Manifest.Layers...)
 	s.manifest, s.id = img.Digest, img.ID
 	return s, nil
-}
-
-// copyConfig is a deep copy (slices and maps are changed by later steps).
-func copyConfig(c ocispec.Image) ocispec.Image {
-	data, _ := json.Marshal(c)
-	var out ocispec.Image
-	_ = json.Unmarshal(data, &out)
-	return out
 }
 
 // A stepResult is what a step did, for the history and the cache.
@@ -134,7 +125,7 @@ func (bd *build) do(ctx context.Context, s *stage, c instructions.Command) error
 		if img := bd.cached(key); img != nil {
 			fmt.Fprintln(bd.out, " ---> Using cache")
 			p.apply(s) // the stage's own state (ARG, SHELL, CMD seen)
-			s.cfg, s.layers, s.manifest, s.id = copyConfig(img.Config), img.Manifest.Layers, img.Digest, img.ID
+			s.cfg, s.layers, s.manifest, s.id = image.CopyConfig(img.Config), img.Manifest.Layers, img.Digest, img.ID
 			return nil
 		}
 	}
@@ -150,7 +141,7 @@ func (bd *build) do(ctx context.Context, s *stage, c instructions.Command) error
 		s.layers = append(s.layers, res.layer.Desc)
 		s.cfg.RootFS.DiffIDs = append(s.cfg.RootFS.DiffIDs, res.layer.DiffID)
 	}
-	s.cfg.History = append(s.cfg.History, h)
+	image.AddHistory(&s.cfg, h)
 	img, err := bd.writeImage(s, "")
 	if err != nil {
 		return err

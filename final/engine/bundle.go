@@ -7,17 +7,16 @@ package engine
 // of stage 05, volumes as bind mounts).
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
 
@@ -69,12 +68,12 @@ func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (
 	if c.Config.Tty {
 		p.Env = append(p.Env, "TERM=xterm")
 	}
-	user, err := resolveUser(rootfs, c.Config.User)
+	user, home, err := resolveUser(rootfs, c.Config.User)
 	if err != nil {
 		return "", err
 	}
 	p.User = user
-	if home := homeOf(rootfs, user.UID); home != "" && !hasEnv(p.Env, "HOME") {
+	if home != "" && !hasEnv(p.Env, "HOME") {
 		p.Env = append(p.Env, "HOME="+home)
 	}
 	spec.Mounts = append(spec.Mounts, extra...)
@@ -106,14 +105,12 @@ func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (
 func resources(c Config) *specs.LinuxResources {
 	r := &specs.LinuxResources{}
 	if c.Memory > 0 {
-		r.Memory = &specs.LinuxMemory{Limit: &c.Memory}
-		if swapAccounting() {
-			// docker's -m without --memory-swap: as much swap again, so
-			// memory + swap = 2 × -m (v1's memsw); without a swap limit a
-			// host with swap lets the container past -m into swap.
-			swap := 2 * c.Memory
-			r.Memory.Swap = &swap
-		}
+		// docker's -m without --memory-swap: as much swap again, so
+		// memory + swap = 2 × -m (v1's memsw); without a swap limit a host
+		// with swap lets the container past -m into swap. (A kernel
+		// without swap accounting has no such limit: the runtime skips it.)
+		swap := 2 * c.Memory
+		r.Memory = &specs.LinuxMemory{Limit: &c.Memory, Swap: &swap}
 	}
 	if c.NanoCPUs > 0 {
 		period := uint64(100000)
@@ -126,99 +123,20 @@ func resources(c Config) *specs.LinuxResources {
 	return r
 }
 
-// swapAccounting reports whether the kernel accounts swap in cgroups:
-// v1's memory.memsw.* files, or v2's memory.swap.max in our own group
-// (a kernel booted with swapaccount=0, or without CONFIG_MEMCG_SWAP, has
-// neither, and a swap limit cannot be set).
-func swapAccounting() bool {
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
-		return true
-	}
-	data, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if path, ok := strings.CutPrefix(line, "0::"); ok && path != "/" {
-			_, err := os.Stat(filepath.Join("/sys/fs/cgroup", path, "memory.swap.max"))
-			return err == nil
-		}
-	}
-	return false
-}
-
-// resolveUser turns USER[:GROUP] into ids, looking names up in the
-// image's /etc/passwd and /etc/group, as docker does. The files are read
-// inside rootfs (openat2 RESOLVE_IN_ROOT): an image's symlink cannot make
-// host root read the host's files.
-func resolveUser(rootfs, spec string) (specs.User, error) {
-	if spec == "" {
-		return specs.User{}, nil
-	}
-	name, group, _ := strings.Cut(spec, ":")
-	uid, gid, ok := lookupID(rootfs, "/etc/passwd", name)
-	if !ok {
-		return specs.User{}, fmt.Errorf("user %s: not a number, and no valid entry in the image's /etc/passwd", name)
-	}
-	if group != "" {
-		if gid, _, ok = lookupID(rootfs, "/etc/group", group); !ok {
-			return specs.User{}, fmt.Errorf("group %s: not a number, and no valid entry in the image's /etc/group", group)
-		}
-	}
-	return specs.User{UID: uint32(uid), GID: uint32(gid)}, nil
-}
-
-// lookupID finds name (or a number) in the image's passwd or group file.
-func lookupID(rootfs, file, name string) (id, gid int, ok bool) {
-	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
-		id, ok = n, true
-	}
-	for _, fields := range entries(rootfs, file) {
-		if len(fields) < 3 || (fields[0] != name && fields[2] != name) {
-			continue
-		}
-		var err1, err2 error
-		id, err1 = strconv.Atoi(fields[2])
-		if strings.HasSuffix(file, "passwd") {
-			err2 = fmt.Errorf("short entry")
-			if len(fields) >= 7 {
-				gid, err2 = strconv.Atoi(fields[3])
-			}
-		}
-		return id, gid, err1 == nil && err2 == nil && id >= 0 && gid >= 0
-	}
-	return id, 0, ok
-}
-
-// homeOf is uid's home in the image's /etc/passwd.
-func homeOf(rootfs string, uid uint32) string {
-	for _, fields := range entries(rootfs, "/etc/passwd") {
-		if len(fields) >= 7 && fields[2] == strconv.Itoa(int(uid)) {
-			return fields[5]
-		}
-	}
-	return ""
-}
-
-// entries reads a colon-separated file of the image, safely.
-func entries(rootfs, file string) [][]string {
+// resolveUser turns USER[:GROUP] ("": root) into ids and the user's
+// home, looked up in the image's /etc/passwd and /etc/group inside rootfs
+// (image.LookupUser), as docker does.
+func resolveUser(rootfs, spec string) (specs.User, string, error) {
 	root, err := os.Open(rootfs)
 	if err != nil {
-		return nil
+		return specs.User{}, "", err
 	}
 	defer root.Close()
-	fd, err := unix.Openat2(int(root.Fd()), strings.TrimPrefix(file, "/"), &unix.OpenHow{
-		Flags: unix.O_RDONLY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS})
+	u, err := image.LookupUser(root, first(spec, "0"), false)
 	if err != nil {
-		return nil
+		return specs.User{}, "", err
 	}
-	f := os.NewFile(uintptr(fd), file)
-	defer f.Close()
-	var out [][]string
-	for lines := bufio.NewScanner(f); lines.Scan(); {
-		out = append(out, strings.Split(lines.Text(), ":"))
-	}
-	return out
+	return specs.User{UID: uint32(u.UID), GID: uint32(u.GID)}, u.Home, nil
 }
 
 func hasEnv(env []string, name string) bool {

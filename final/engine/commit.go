@@ -12,7 +12,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -47,11 +46,17 @@ func (e *Engine) Commit(ctx context.Context, ref string, o CommitOptions) (*imag
 	if err != nil {
 		return nil, fmt.Errorf("image of container %s: %w", c.Short(), err)
 	}
-	cfg := copyImageConfig(img.Config)
+	cfg := image.CopyConfig(img.Config)
 	e.commitConfig(&cfg.Config, c)
 	if err := changes.Apply(&cfg.Config, o.Changes); err != nil {
 		return nil, err
 	}
+	// No prune or rmi frees the new layer before the image names it.
+	keep, err := e.Images.KeepBlobs()
+	if err != nil {
+		return nil, err
+	}
+	defer keep()
 	layer, err := e.commitLayer(ctx, c, img)
 	if err != nil {
 		return nil, err
@@ -62,7 +67,7 @@ func (e *Engine) Commit(ctx context.Context, ref string, o CommitOptions) (*imag
 		cfg.Author = o.Author
 	}
 	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.DiffID)
-	cfg.History = append(cfg.History, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, " "), Author: o.Author, Comment: o.Message})
+	image.AddHistory(&cfg, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, " "), Author: o.Author, Comment: o.Message})
 	layers := append(append([]ocispec.Descriptor(nil), img.Manifest.Layers...), layer.Desc)
 	made, err := e.Images.WriteImage(cfg, layers, o.Name)
 	if err == nil && o.Name == "" {
@@ -158,12 +163,4 @@ func isEmpty(dir string) bool {
 	defer f.Close()
 	names, _ := f.Readdirnames(1)
 	return len(names) == 0
-}
-
-// copyImageConfig is a deep copy: the commit changes maps and slices.
-func copyImageConfig(c ocispec.Image) ocispec.Image {
-	data, _ := json.Marshal(c)
-	var out ocispec.Image
-	_ = json.Unmarshal(data, &out)
-	return out
 }

@@ -131,12 +131,20 @@ func (o *Options) check() error {
 			return err
 		}
 	}
-	env := o.Env[:0:0]
-	for _, kv := range o.Env {
+	var err error
+	o.Env, err = callerEnv(o.Env)
+	return err
+}
+
+// callerEnv checks -e's values: NAME=VALUE, or NAME alone, which docker
+// fills in with the caller's value, or leaves out when it has none.
+func callerEnv(list []string) ([]string, error) {
+	var env []string
+	for _, kv := range list {
 		if strings.HasPrefix(kv, "=") {
-			return fmt.Errorf("-e %s: expected NAME=VALUE or NAME", kv)
+			return nil, fmt.Errorf("-e %s: expected NAME=VALUE or NAME", kv)
 		}
-		if !strings.Contains(kv, "=") { // -e NAME: docker passes our value, if we have one
+		if !strings.Contains(kv, "=") {
 			value, ok := os.LookupEnv(kv)
 			if !ok {
 				continue
@@ -145,8 +153,7 @@ func (o *Options) check() error {
 		}
 		env = append(env, kv)
 	}
-	o.Env = env
-	return nil
+	return env, nil
 }
 
 // config applies docker's rules: the image's Entrypoint and Cmd, args

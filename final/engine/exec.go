@@ -34,6 +34,10 @@ type ExecOptions struct {
 // exit status. With Tty, the process gets a new pseudo-terminal as its
 // controlling terminal, and resize changes its size.
 func (e *Engine) Exec(ref string, o ExecOptions, stdin io.Reader, stdout, stderr io.Writer, resize <-chan [2]uint16) (int, error) {
+	var err error
+	if o.Env, err = callerEnv(o.Env); err != nil {
+		return 0, err
+	}
 	c, err := e.Get(ref)
 	if err != nil {
 		return 0, err
@@ -42,14 +46,14 @@ func (e *Engine) Exec(ref string, o ExecOptions, stdin io.Reader, stdout, stderr
 		return 0, fmt.Errorf("container %s is not running", c.Name)
 	}
 	rootfs := e.containerDir(c.ID) + "/rootfs"
-	user, err := resolveUser(rootfs, first(o.User, c.Config.User))
+	user, home, err := resolveUser(rootfs, first(o.User, c.Config.User))
 	if err != nil {
 		return 0, err
 	}
 	p := runtime.Spec().Process
 	p.Args, p.Cwd, p.User, p.Terminal = o.Cmd, first(o.Workdir, c.Config.WorkingDir, "/"), user, o.Tty
 	p.Env = mergeEnv(c.Config.Env, []string{"HOSTNAME=" + c.Config.Hostname}, o.Env)
-	if home := homeOf(rootfs, user.UID); home != "" && !hasEnv(p.Env, "HOME") {
+	if home != "" && !hasEnv(p.Env, "HOME") {
 		p.Env = append(p.Env, "HOME="+home)
 	}
 	if o.Tty {

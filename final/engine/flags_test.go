@@ -27,6 +27,14 @@ func TestEnvFromTheCaller(t *testing.T) {
 	_, stderr, code := e.mb("run", "--rm", "-e", "=x", e.ref, "true")
 	assert.Equal(t, 125, code)
 	assert.Contains(t, stderr, "-e =x: expected NAME=VALUE or NAME")
+
+	// exec -e NAME too.
+	e.ok("run", "-d", "--name", "envs", "--network", "none", "-e", "FROMFLAG=image's", e.ref, "sleep", "1000")
+	cmd = e.command("exec", "-e", "FROMFLAG", "-e", "NOTSET_ANYWHERE", "envs", "sh", "-c", `echo "$FROMFLAG/${NOTSET_ANYWHERE-unset}"`)
+	cmd.Env = append(cmd.Env, "FROMFLAG=exec's")
+	out, err = cmd.Output()
+	require.NoError(t, err)
+	assert.Equal(t, "exec's/unset\n", string(out))
 }
 
 // wait on a created container waits until it has run, as docker's does.

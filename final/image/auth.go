@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Credentials are a user name and password for one registry.
@@ -162,7 +163,14 @@ func (cf *configFile) write() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(cf.path)
+	// As docker does: a config.json that is a symlink (dotfiles) is
+	// written where it points, and keeps its owner and mode (sudo -E
+	// keeps the user's HOME: their own file must stay theirs).
+	path := cf.path
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
+	}
+	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("credentials: %w", err)
 	}
@@ -175,6 +183,14 @@ func (cf *configFile) write() error {
 	if err == nil {
 		err = tmp.Chmod(0o600) // CreateTemp's mode already; said for the reader
 	}
+	if old, statErr := os.Stat(path); err == nil && statErr == nil {
+		if st, ok := old.Sys().(*syscall.Stat_t); ok {
+			err = tmp.Chown(int(st.Uid), int(st.Gid))
+		}
+		if err == nil {
+			err = tmp.Chmod(old.Mode().Perm() & 0o600) // never wider than 0600: it holds passwords
+		}
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -182,12 +198,25 @@ func (cf *configFile) write() error {
 		err = err2
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), cf.path)
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("credentials %s: %w", cf.path, err)
+		return fmt.Errorf("credentials %s: %w", path, err)
 	}
 	return nil
+}
+
+// storedCredentials are registry's stored credentials for a pull or a
+// push; a credentials file that cannot be read is a warning, as in
+// docker, and the registry is asked without them (a public image still
+// comes).
+func storedCredentials(registry string) *Credentials {
+	creds, err := LookupCredentials(registry)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "WARNING: %v: going on without stored credentials\n", err)
+		return nil
+	}
+	return creds
 }
 
 // LookupCredentials returns the stored credentials for registry, nil if

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/minibox-lab/minibox/internal/registrytest"
+	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 // useConfigDir points docker's config at a new directory of the test.
@@ -186,4 +190,53 @@ func TestLoginWithTokenServer(t *testing.T) {
 	}
 	assert.Equal(t, 2, tokens, "one for login, one for the pull")
 	assert.True(t, strings.Contains(p.Requests()[len(p.Requests())-1].Path, "/v2/"))
+}
+
+// A user's config.json stays theirs (sudo -E keeps their HOME): its owner
+// is kept, its mode never widened, and a symlink to it (dotfiles) stays
+// a symlink, the file it points to rewritten.
+func TestCredentialsFileKeepsOwnerAndLink(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := useConfigDir(t)
+	dotfiles := t.TempDir()
+	real := filepath.Join(dotfiles, "docker-config.json")
+	require.NoError(t, os.WriteFile(real, []byte(`{"psFormat":"x"}`), 0o640))
+	require.NoError(t, os.Chown(real, 1234, 5678))
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	require.NoError(t, os.Symlink(real, filepath.Join(dir, "config.json")))
+	require.NoError(t, SaveCredentials("127.0.0.1:5000", Credentials{Username: "alice", Password: "pw"}))
+	link, err := os.Lstat(filepath.Join(dir, "config.json"))
+	require.NoError(t, err)
+	assert.True(t, link.Mode()&os.ModeSymlink != 0, "still a symlink")
+	info, err := os.Stat(real)
+	require.NoError(t, err)
+	st := info.Sys().(*syscall.Stat_t)
+	assert.Equal(t, [2]uint32{1234, 5678}, [2]uint32{st.Uid, st.Gid}, "the user's still")
+	assert.Equal(t, os.FileMode(0o600), info.Mode().Perm(), "0640 narrowed to 0600: it holds a password")
+	assert.Equal(t, "x", readConfigJSON(t, real)["psFormat"])
+}
+
+// A credentials file that cannot be read stops no pull: docker warns and
+// asks the registry without credentials.
+func TestBadCredentialsFileIsAWarning(t *testing.T) {
+	dir := useConfigDir(t)
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte("{not json"), 0o600))
+	asked := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		asked = true
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer srv.Close()
+	s, err := Open(t.TempDir())
+	require.NoError(t, err)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	_, err = s.Pull(context.Background(), host+"/x:1", PullOptions{})
+	require.Error(t, err)
+	assert.True(t, asked, "the registry was asked for the image: %v", err)
+	assert.NotContains(t, err.Error(), "config.json")
 }

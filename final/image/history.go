@@ -1,6 +1,7 @@
 package image
 
 import (
+	"encoding/json"
 	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -54,4 +55,40 @@ func (s *Store) History(ref string) ([]HistoryEntry, error) {
 		out[0].ID = img.ID
 	}
 	return out, nil
+}
+
+// AddHistory appends h to cfg's history, for the layer just added to
+// cfg.RootFS.DiffIDs unless h.EmptyLayer. A base image whose history
+// names fewer layers than it has (some images have no history at all)
+// first gets an entry for each unnamed one, at the bottom: history pairs
+// its non-empty entries with the layers in order, and the new entry must
+// meet the new layer.
+func AddHistory(cfg *ocispec.Image, h ocispec.History) {
+	layers := len(cfg.RootFS.DiffIDs)
+	if !h.EmptyLayer {
+		layers--
+	}
+	named := 0
+	for _, old := range cfg.History {
+		if !old.EmptyLayer {
+			named++
+		}
+	}
+	if missing := layers - named; missing > 0 {
+		pad := make([]ocispec.History, missing)
+		for i := range pad {
+			pad[i].Created = h.Created // tools (umoci stat) expect a time in each
+		}
+		cfg.History = append(pad, cfg.History...)
+	}
+	cfg.History = append(cfg.History, h)
+}
+
+// CopyConfig is a deep copy of an image's config (its maps and slices
+// too): a build step or a commit changes its copy, never the image's.
+func CopyConfig(c ocispec.Image) ocispec.Image {
+	data, _ := json.Marshal(c)
+	var out ocispec.Image
+	_ = json.Unmarshal(data, &out)
+	return out
 }

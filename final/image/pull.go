@@ -68,9 +68,7 @@ func (s *Store) pull(ctx context.Context, r Reference, o PullOptions) (*Image, e
 	}
 	defer unlock()
 	c := newClient(r, o.Insecure, o.transport)
-	if c.creds, err = LookupCredentials(r.Registry); err != nil {
-		return nil, err
-	}
+	c.creds = storedCredentials(r.Registry)
 	p := newProgress(o.Progress, o.Terminal)
 	if err := c.ping(ctx); err != nil {
 		return nil, err
@@ -305,22 +303,35 @@ func (s *Store) pullLayers(ctx context.Context, c *client, m ocispec.Manifest, c
 		ids = append(ids, l.Digest.Encoded()[:12])
 	}
 	p.layers(ids)
+	return inParallel(ctx, len(jobs), parallelLayers, func(ctx context.Context, i int) error {
+		err := s.pullLayer(ctx, c, jobs[i].layer, jobs[i].diffID, i, p)
+		if err != nil {
+			p.set(i, "Failed")
+		}
+		return err
+	})
+}
+
+// inParallel runs work(ctx, 0) … work(ctx, n-1), at most limit at once
+// (layers and blobs go to and from a registry side by side, as docker's
+// do). The first failure cancels the others' ctx; the error returned is
+// the first real one, not a cancellation it caused.
+func inParallel(ctx context.Context, n, limit int, work func(ctx context.Context, i int) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make([]error, len(jobs))
-	slots := make(chan struct{}, parallelLayers)
+	errs := make([]error, n)
+	slots := make(chan struct{}, limit)
 	var wg sync.WaitGroup
-	for i, j := range jobs {
+	for i := 0; i < n; i++ {
 		wg.Add(1)
-		go func(i int, j job) {
+		go func(i int) {
 			defer wg.Done()
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			if errs[i] = s.pullLayer(ctx, c, j.layer, j.diffID, i, p); errs[i] != nil {
-				p.set(i, "Failed")
+			if errs[i] = work(ctx, i); errs[i] != nil {
 				cancel()
 			}
-		}(i, j)
+		}(i)
 	}
 	wg.Wait()
 	var canceled error

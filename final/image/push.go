@@ -25,7 +25,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -121,9 +120,7 @@ func (s *Store) push(ctx context.Context, r Reference, o PushOptions) (PushResul
 	}
 
 	c := newClient(r, o.Insecure, o.transport)
-	if c.creds, err = LookupCredentials(r.Registry); err != nil {
-		return res, err
-	}
+	c.creds = storedCredentials(r.Registry)
 	c.scopes = []string{"repository:" + r.Repository + ":pull,push"}
 	for _, j := range jobs {
 		for _, src := range j.sources {
@@ -227,37 +224,17 @@ func (s *Store) pushBlobs(ctx context.Context, c *client, jobs []pushJob, o Push
 	for i := range ids {
 		p.pushStatus(i, "Preparing")
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make([]error, len(jobs))
-	slots := make(chan struct{}, parallelPushes)
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Add(1)
-		go func(i int, j pushJob) {
-			defer wg.Done()
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			if errs[i] = s.pushBlob(ctx, c, j, o, p); errs[i] != nil {
-				errs[i] = fmt.Errorf("blob %s: %w", j.desc.Digest, errs[i])
-				if j.line >= 0 {
-					p.pushStatus(j.line, "Failed")
-				}
-				cancel()
-			}
-		}(i, j)
-	}
-	wg.Wait()
-	var canceled error
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
+	return inParallel(ctx, len(jobs), parallelPushes, func(ctx context.Context, i int) error {
+		j := jobs[i]
+		err := s.pushBlob(ctx, c, j, o, p)
 		if err != nil {
-			canceled = err
+			if j.line >= 0 {
+				p.pushStatus(j.line, "Failed")
+			}
+			return fmt.Errorf("blob %s: %w", j.desc.Digest, err)
 		}
-	}
-	return canceled
+		return nil
+	})
 }
 
 // pushBlob puts one blob in the registry, unless it is there already.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -314,4 +315,56 @@ func runCmd(t *testing.T, name string, args ...string) string {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	require.NoError(t, err, "%s %s: %s", name, strings.Join(args, " "), out)
 	return string(out)
+}
+
+// The stored password goes to the registry alone: an upload Location on
+// another host that answers 401 with a challenge gets nothing (its
+// "realm" would receive the credentials).
+func TestCredentialsStayWithTheRegistry(t *testing.T) {
+	dir := t.TempDir()
+	var leaked sync.Map
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	otherHost := strings.Replace(other.Addr().String(), "127.0.0.1", "localhost", 1)     // another host
+	go http.Serve(other, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { //nolint:errcheck
+		if a := r.Header.Get("Authorization"); a != "" {
+			leaked.Store(r.URL.Path, a)
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+otherHost+`/token",service="evil"`)
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	t.Cleanup(func() { other.Close() })
+	reg, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { reg.Close() })
+	go http.Serve(reg, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { //nolint:errcheck
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case r.Method == http.MethodHead:
+			w.WriteHeader(http.StatusNotFound)
+		case r.Method == http.MethodPost:
+			w.Header().Set("Location", "http://"+otherHost+"/upload/1")
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	regHost := reg.Addr().String()
+	t.Setenv("DOCKER_CONFIG", dir)
+	t.Setenv("REGISTRY_AUTH_FILE", filepath.Join(dir, "config.json"))
+	auth := `{"auths":{"` + regHost + `":{"auth":"YWxpY2U6czNjcmV0"}}}` // alice:s3cret
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), []byte(auth), 0o600))
+	s, err := Open(filepath.Join(dir, "root"))
+	require.NoError(t, err)
+	l, err := s.AddLayer(context.Background(), t.TempDir())
+	require.NoError(t, err)
+	_, err = s.WriteImage(ocispec.Image{RootFS: ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{l.DiffID}}}, []ocispec.Descriptor{l.Desc}, regHost+"/x:1")
+	require.NoError(t, err)
+	_, err = s.Push(context.Background(), regHost+"/x:1", PushOptions{})
+	require.Error(t, err, "the upload went nowhere")
+	leaked.Range(func(path, a any) bool {
+		t.Errorf("%s on the other host got Authorization: %s", path, a)
+		return true
+	})
 }

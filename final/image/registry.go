@@ -255,7 +255,11 @@ func (c *client) call(ctx context.Context, method, u string, b body, hdr http.He
 		if err != nil {
 			return nil, err
 		}
-		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && resp.Header.Get("WWW-Authenticate") != "" {
+		// A challenge is answered only when the registry itself asked: a
+		// redirect or an upload Location on another host that says 401
+		// gets no credentials (its realm would receive the password).
+		if resp.StatusCode == http.StatusUnauthorized && attempt == 0 && resp.Header.Get("WWW-Authenticate") != "" &&
+			c.isRegistry(resp.Request.URL) {
 			challenge := resp.Header.Get("WWW-Authenticate")
 			drain(resp)
 			if err := c.login(ctx, challenge); err != nil {
@@ -269,6 +273,12 @@ func (c *client) call(ctx context.Context, method, u string, b body, hdr http.He
 		}
 		return resp, nil
 	}
+}
+
+// isRegistry reports whether u is on the registry's own scheme and host.
+func (c *client) isRegistry(u *url.URL) bool {
+	base, err := url.Parse(c.base)
+	return err == nil && u.Scheme == base.Scheme && u.Host == base.Host
 }
 
 // send does one GET, no retry.

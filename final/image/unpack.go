@@ -94,7 +94,7 @@ func unpackFile(ctx context.Context, blob string, blobDigest, diffID digest.Dige
 	defer closeDecompressor()
 	tarHash := sha256.New()
 	if dir != "" {
-		if err := unpackTar(io.TeeReader(tarStream, tarHash), dir); err != nil {
+		if err := unpackTar(io.TeeReader(tarStream, tarHash), dir, true); err != nil {
 			return err
 		}
 	}
@@ -146,8 +146,9 @@ func decompress(in *bufio.Reader) (io.Reader, func(), error) {
 	return in, func() {}, nil // an uncompressed tar
 }
 
-// unpackTar makes every entry of the tar r inside dir.
-func unpackTar(r io.Reader, dir string) error {
+// unpackTar makes every entry of the tar r inside dir. A layer's .wh.
+// entries are whiteouts; another archive's (ADD's) are files like any.
+func unpackTar(r io.Reader, dir string, layer bool) error {
 	root, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -159,14 +160,14 @@ func unpackTar(r io.Reader, dir string) error {
 			return nil
 		} else if err != nil {
 			return fmt.Errorf("read the tar: %w (truncated or corrupt)", err)
-		} else if err = unpackEntry(root, tr, hdr); err != nil {
+		} else if err = unpackEntry(root, tr, hdr, layer); err != nil {
 			return fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 	}
 }
 
 // unpackEntry makes one entry inside root, or refuses it.
-func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header) error {
+func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header, layer bool) error {
 	name, err := cleanName(hdr.Name)
 	if err != nil || name == "." {
 		return err // "." is the layer itself: nothing to make
@@ -182,20 +183,11 @@ func unpackEntry(root int, tr *tar.Reader, hdr *tar.Header) error {
 		return err
 	}
 	defer unix.Close(dir)
-	// Whiteouts (the OCI layer format's, from AUFS): .wh.NAME deletes NAME
-	// of the layers below; .wh..wh..opq hides all their contents of this
-	// directory. overlayfs says the same with a 0/0 character device and
-	// an extended attribute.
-	if base == ".wh..wh..opq" {
-		return unix.Fsetxattr(dir, "trusted.overlay.opaque", []byte("y"), 0)
-	} else if hidden, ok := strings.CutPrefix(base, ".wh."); ok {
-		if hidden == "" || hidden == "." || hidden == ".." || strings.HasPrefix(hidden, ".wh.") {
-			return errors.New("a whiteout must name an entry of its own directory")
-		}
-		if err := removeEntry(dir, hidden); err != nil {
+	// Whiteouts (the OCI layer format's, from AUFS), in a layer only.
+	if layer {
+		if done, err := whiteout(dir, base); done {
 			return err
 		}
-		return unix.Mknodat(dir, hidden, unix.S_IFCHR, 0)
 	}
 	// A later entry replaces an earlier one of the same name, but only a
 	// directory may stay for a directory: never chmod a symlink's target.
@@ -363,4 +355,25 @@ func (c ctxReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(b)
+}
+
+// whiteout makes the overlayfs form of a layer's whiteout entry base in
+// dir, if it is one (done): .wh.NAME deletes NAME of the layers below;
+// .wh..wh..opq hides all their contents of this directory. overlayfs says
+// the same with a 0/0 character device and an extended attribute.
+func whiteout(dir int, base string) (done bool, err error) {
+	if base == ".wh..wh..opq" {
+		return true, unix.Fsetxattr(dir, "trusted.overlay.opaque", []byte("y"), 0)
+	}
+	hidden, ok := strings.CutPrefix(base, ".wh.")
+	if !ok {
+		return false, nil
+	}
+	if hidden == "" || hidden == "." || hidden == ".." || strings.HasPrefix(hidden, ".wh.") {
+		return true, errors.New("a whiteout must name an entry of its own directory")
+	}
+	if err := removeEntry(dir, hidden); err != nil {
+		return true, err
+	}
+	return true, unix.Mknodat(dir, hidden, unix.S_IFCHR, 0)
 }

@@ -124,14 +124,19 @@ func (c *countWriter) Write(b []byte) (int, error) {
 func WriteLayerTar(ctx context.Context, dir string, w io.Writer, skip func(rel string, info fs.FileInfo) bool) error {
 	tw := tar.NewWriter(w)
 	links := map[uint64]string{} // inode → first name: hard links stay links
-	err := walkSorted(dir, "", func(rel string, info fs.FileInfo) error {
+	root, err := openDir(unix.AT_FDCWD, dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	err = walkSorted(root, "", func(rel, at string, info fs.FileInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if skip != nil && skip(filepath.ToSlash(rel), info) {
 			return errSkip
 		}
-		return addTarEntry(tw, filepath.Join(dir, rel), rel, info, links)
+		return addTarEntry(tw, at, rel, info, links)
 	})
 	if err != nil {
 		return err
@@ -139,32 +144,40 @@ func WriteLayerTar(ctx context.Context, dir string, w io.Writer, skip func(rel s
 	return tw.Close()
 }
 
-// walkSorted calls fn for every entry below dir/rel in name order, a
-// directory before its contents, never following a symlink.
-func walkSorted(dir, rel string, fn func(rel string, info fs.FileInfo) error) error {
-	f, err := os.Open(filepath.Join(dir, rel))
-	if err != nil {
-		return err
-	}
-	names, err := f.Readdirnames(-1)
-	f.Close()
+// walkSorted calls fn for every entry below the directory dir (rel, its
+// path from the top) in name order, a directory before its contents. It
+// never follows a symlink, nor looks a path up from the top again: each
+// entry is reached from its parent's open descriptor (at is
+// /proc/self/fd/N/NAME, whose last part no call follows), so a process
+// of the container that swaps a directory for a symlink while a running
+// container is committed cannot lead the walk out of it (openat(2)
+// O_NOFOLLOW refuses the link).
+func walkSorted(dir *os.File, rel string, fn func(rel, at string, info fs.FileInfo) error) error {
+	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		return err
 	}
 	sort.Strings(names)
 	for _, name := range names {
 		child := filepath.Join(rel, name)
-		info, err := os.Lstat(filepath.Join(dir, child))
+		at := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), name)
+		info, err := os.Lstat(at)
 		if err != nil {
 			return err
 		}
-		if err := fn(child, info); err == errSkip {
+		if err := fn(child, at, info); err == errSkip {
 			continue
 		} else if err != nil {
 			return err
 		}
 		if info.IsDir() {
-			if err := walkSorted(dir, child, fn); err != nil {
+			sub, err := openDir(int(dir.Fd()), name)
+			if err != nil {
+				return fmt.Errorf("/%s: %w", child, err)
+			}
+			err = walkSorted(sub, child, fn)
+			sub.Close()
+			if err != nil {
 				return err
 			}
 		}
@@ -172,11 +185,20 @@ func walkSorted(dir, rel string, fn func(rel string, info fs.FileInfo) error) er
 	return nil
 }
 
+// openDir opens the directory name in dirfd, refusing a symlink.
+func openDir(dirfd int, name string) (*os.File, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
 // addTarEntry writes the tar entries of one file.
 func addTarEntry(tw *tar.Writer, path, name string, info fs.FileInfo, links map[uint64]string) error {
 	st, _ := info.Sys().(*syscall.Stat_t)
 	if st == nil {
-		return fmt.Errorf("%s: no stat", path)
+		return fmt.Errorf("/%s: no stat", name)
 	}
 	mode := info.Mode()
 	switch {
@@ -217,7 +239,7 @@ func addTarEntry(tw *tar.Writer, path, name string, info fs.FileInfo, links map[
 	}
 	if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
 		if err := copyFileTo(tw, path, hdr.Size); err != nil {
-			return err
+			return fmt.Errorf("/%s: %w", name, err)
 		}
 	}
 	if info.IsDir() && isOpaque(path) { // it hides everything below it
@@ -244,7 +266,7 @@ func copyFileTo(w io.Writer, path string, size int64) error {
 	defer f.Close()
 	n, err := io.Copy(w, io.LimitReader(f, size))
 	if err == nil && n != size {
-		err = fmt.Errorf("%s changed while it was written into the layer", path)
+		err = errors.New("changed while it was written into the layer")
 	}
 	return err
 }
@@ -263,7 +285,7 @@ func writeLayerHeader(tw *tar.Writer, hdr *tar.Header) error {
 // decompressed) into dir with the checks a layer gets: no name that climbs
 // out, nothing written through a symlink, no device.
 func UnpackArchive(r io.Reader, dir string) error {
-	return unpackTar(r, dir)
+	return unpackTar(r, dir, false)
 }
 
 // HasBlob reports whether blob d is in the store.

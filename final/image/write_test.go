@@ -2,9 +2,11 @@ package image
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -143,4 +145,46 @@ func TestWriteImage(t *testing.T) {
 	missing.Digest = digest.FromString("not stored")
 	_, err = s.WriteImage(cfg, []ocispec.Descriptor{missing}, "bad:1")
 	assert.ErrorContains(t, err, "is not in the store")
+}
+
+// A running container committed cannot lead the layer writer out of its
+// upper directory: a directory swapped for a symlink to the host while
+// the walk is inside it changes nothing of what is read (the walk holds
+// each directory open and never looks a path up from the top again).
+func TestLayerWalkCannotBeRedirected(t *testing.T) {
+	dir, host := t.TempDir(), t.TempDir()
+	must := func(err error) { require.NoError(t, err) }
+	must(os.MkdirAll(filepath.Join(host, "etc"), 0o755))
+	must(os.WriteFile(filepath.Join(host, "etc", "shadow"), []byte("HOSTSECRET"), 0o600))
+	must(os.MkdirAll(filepath.Join(dir, "d", "etc"), 0o755))
+	must(os.WriteFile(filepath.Join(dir, "d", "etc", "aaa"), []byte("first"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "d", "etc", "shadow"), []byte("container's own"), 0o600))
+	swapped := false
+	skip := func(rel string, info fs.FileInfo) bool {
+		if rel == "d/etc/aaa" && !swapped { // the container swaps d for a link to the host's /
+			must(os.Rename(filepath.Join(dir, "d"), filepath.Join(dir, "d.old")))
+			must(os.Symlink(host, filepath.Join(dir, "d")))
+			swapped = true
+		}
+		return false
+	}
+	var buf bytes.Buffer
+	require.NoError(t, WriteLayerTar(context.Background(), dir, &buf, skip))
+	require.True(t, swapped)
+	files := map[string]string{}
+	tr := tar.NewReader(&buf)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		data, err := io.ReadAll(tr)
+		require.NoError(t, err)
+		files[hdr.Name] = string(data)
+	}
+	assert.Equal(t, "container's own", files["d/etc/shadow"])
+	for name, data := range files {
+		assert.NotContains(t, data, "HOSTSECRET", "%s came from the host", name)
+	}
 }

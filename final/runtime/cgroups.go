@@ -175,6 +175,11 @@ func needsV2(res *specs.LinuxResources, c string) bool {
 
 type setting struct{ file, value string }
 
+// ifSupported are the files a setting skips when the kernel has none:
+// swap limits without swap accounting (swapaccount=0, or no
+// CONFIG_MEMCG_SWAP), where docker warns and goes on.
+var ifSupported = map[string]bool{"memory.memsw.limit_in_bytes": true, "memory.swap.max": true}
+
 // v1Settings are the resources as v1 files, per controller.
 func v1Settings(res *specs.LinuxResources) map[string][]setting {
 	// The device rules apply without linux.resources too: the default
@@ -287,6 +292,9 @@ func v2Settings(res *specs.LinuxResources) []setting {
 
 func writeAll(dir string, settings []setting) error {
 	for _, s := range settings {
+		if _, err := os.Stat(filepath.Join(dir, s.file)); err != nil && ifSupported[s.file] {
+			continue
+		}
 		if err := writeFile(dir, s.file, s.value); err != nil {
 			return err
 		}

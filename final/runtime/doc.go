@@ -92,15 +92,17 @@
 //
 // # Known limits
 //
-//   - cgroup v2 has no device control yet (it needs an eBPF program); v1
-//     gets runc's device list through the devices controller.
+//   - Device control: v1 through the devices controller, v2 through a
+//     BPF_PROG_TYPE_CGROUP_DEVICE program written by hand (devices_v2.go).
 //   - No seccomp, AppArmor or SELinux; no pause/resume, checkpoint, hooks,
 //     or the systemd form of cgroupsPath.
 //   - Exec forks the calling binary itself into the container (exec.go):
 //     until its execve, /proc/PID/exe of that child is the host's minibox
-//     binary, so the CVE-2019-5736 defence of the init (selfexe.go) does
-//     not cover `minibox exec` yet; it would need the exec'd process to
-//     start from the sealed shim too, as `runc exec` does (runc init).
+//     binary. The child is not dumpable (the container cannot open that
+//     file or ptrace it without CAP_SYS_PTRACE), but the sealed copy that
+//     protects the init (selfexe.go) does not cover it: that would need
+//     the exec'd process to start from the sealed shim too, as `runc exec`
+//     does (runc init).
 //   - Exec applies no rlimits (they are per process and would change the
 //     caller's).
 package runtime

@@ -64,6 +64,14 @@ func (r *Runtime) Exec(id string, p specs.Process, io IO) (*os.Process, error) {
 		proc *os.Process
 		err  error
 	}
+	// Until it execs the command, the child is a copy of this process,
+	// whose /proc/PID/exe is the host's binary: not dumpable (prctl(2)
+	// PR_SET_DUMPABLE, inherited, reset by execve), the container's
+	// processes cannot open it, nor ptrace the child (CVE-2019-5736; runc
+	// makes its init non-dumpable for the same reason).
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("exec: prctl(PR_SET_DUMPABLE): %w", err)
+	}
 	// The thread's namespaces, cgroup, bounding set and no_new_privs
 	// become the container's: it must die afterwards.
 	var res result

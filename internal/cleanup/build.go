@@ -4,20 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // BuildSteps are the scratch directories of `minibox build`
-// (final/build): each step mounts an overlay on
-// $ROOT/build/tmp/step-<digits>/rootfs, and holds an exclusive flock(2) on
-// the directory's lock file while it works there. One whose lock nobody
-// holds belongs to a build that was killed (the next build removes it
-// too); its mount is the mount kind's (madeByMinibox knows build/tmp), the
-// directory this kind's. Its RUN containers' states, in $ROOT/build/runtime,
+// (final/build): each step makes $ROOT/build/tmp/new-<digits>, takes an
+// exclusive flock(2) on its lock file, renames it step-<digits> and mounts
+// an overlay on its rootfs, holding the lock while it works there. A
+// step-* whose lock nobody holds belongs to a build that was killed (a
+// new-* too, once a minute old), and the next build removes it too. Its
+// mount is the mount kind's (madeByMinibox knows build/tmp), the directory
+// this kind's. Its RUN containers' states, in $ROOT/build/runtime,
 // are the runtime state kind's.
 var BuildSteps = Kind{Name: buildStepKind, Find: findBuildSteps, Remove: removeBuildStep}
 
@@ -29,10 +27,13 @@ const (
 
 var buildSteps = dataDir{sub: buildTmp, match: isBuildStepName}
 
-// isBuildStepName reports whether name is one os.MkdirTemp(…, "step-")
-// makes.
+// isBuildStepName reports whether name is a step directory: made as
+// new-<digits> (os.MkdirTemp), renamed step-<digits> once locked.
 func isBuildStepName(name string) bool {
 	digits, ok := strings.CutPrefix(name, "step-")
+	if !ok {
+		digits, ok = strings.CutPrefix(name, "new-")
+	}
 	return ok && digits != "" && strings.Trim(digits, "0123456789") == ""
 }
 
@@ -49,16 +50,13 @@ func findBuildSteps(env Env) ([]Object, error) {
 // build holds its lock, or it has no lock yet and is less than a minute
 // old (the moment between mkdir and lock).
 func buildStepInUse(dir string) string {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
+	if held, _ := lockHeld(filepath.Join(dir, "lock")); held {
+		return "a build is running in it (its lock is held); let it finish, then run minibox cleanup again"
+	}
+	if strings.HasPrefix(filepath.Base(dir), "new-") { // between mkdir and rename
 		if age, ok := youngerThan(dir, unpackStart); ok {
 			return fmt.Sprintf("made %s ago: a build may be starting; run minibox cleanup again in a minute", age)
 		}
-		return ""
-	}
-	defer f.Close()
-	if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
-		return "a build is running in it (its lock is held); let it finish, then run minibox cleanup again"
 	}
 	return ""
 }

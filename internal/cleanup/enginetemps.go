@@ -40,15 +40,23 @@ func findEngineTemps(env Env) ([]Object, error) {
 
 // engineTempInUse says why dir is in use, or "": its create holds the lock.
 func engineTempInUse(dir string) string {
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return "" // no lock file: the create was killed before it made it
-	}
-	defer f.Close()
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+	if held, _ := lockHeld(filepath.Join(dir, "lock")); held {
 		return "a container is being created (its lock is held); run minibox cleanup again in a moment"
 	}
 	return ""
+}
+
+// lockHeld reports whether a process holds a flock(2) on the file path
+// (tried with a shared lock, without waiting), and whether path exists.
+// The file is never followed through a symlink, and a fifo put there
+// cannot hang us.
+func lockHeld(path string) (held, exists bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false, !errors.Is(err, fs.ErrNotExist)
+	}
+	defer f.Close()
+	return unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil, true
 }
 
 // removeEngineTemp removes one interrupted create's directory, after

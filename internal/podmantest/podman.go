@@ -86,6 +86,10 @@ func New(tb testing.TB) *Podman {
 	return p
 }
 
+// Dirs are where podman keeps its images and containers (its --root) and
+// its run-time state (--runroot): what its containers cost on disk.
+func (p *Podman) Dirs() []string { return []string{filepath.Join(p.dir, "root"), p.runroot} }
+
 // Cmd is a podman command on this podman's storage.
 func (p *Podman) Cmd(args ...string) *exec.Cmd {
 	cmd := exec.Command("podman", append(append([]string{}, p.global...), args...)...)

@@ -1,14 +1,12 @@
 package registrytest
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -40,19 +38,8 @@ func StartHtpasswd(t testing.TB, users map[string]string) *Registry {
 	if err := os.WriteFile(htpasswd, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatalf("htpasswd: %v", err)
 	}
-	var lastErr error
-	for i := 0; i < 5; i++ {
-		r, err := startHtpasswdOnFreePort(t, dir, htpasswd)
-		if err == nil {
-			return r
-		}
-		lastErr = err
-		if !errors.Is(err, errPortTaken) {
-			break
-		}
-	}
-	t.Fatalf("start docker-registry with htpasswd: %v", lastErr)
-	return nil
+	auth := fmt.Sprintf("auth:\n  htpasswd:\n    realm: registrytest\n    path: %s\n", htpasswd)
+	return start(t, dir, auth, func(addr, _ string, exited <-chan error) error { return waitChallenge(addr, exited) })
 }
 
 // bcryptHash is crypt(3)'s bcrypt of password ($2b$, cost 5: quick, and
@@ -71,63 +58,6 @@ func bcryptHash(password string) (string, error) {
 		return "", fmt.Errorf("this libcrypt has no bcrypt: crypt returned %q", hash)
 	}
 	return hash, nil
-}
-
-// startHtpasswdOnFreePort is startOnFreePort with the auth section.
-func startHtpasswdOnFreePort(t testing.TB, dir, htpasswd string) (*Registry, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	id, err := randomHex(8)
-	if err != nil {
-		return nil, err
-	}
-	r := &Registry{
-		Addr:       fmt.Sprintf("127.0.0.1:%d", port),
-		StorageDir: filepath.Join(dir, "storage"),
-		logPath:    filepath.Join(dir, fmt.Sprintf("registry-%d.log", port)),
-	}
-	config := filepath.Join(dir, fmt.Sprintf("config-%d.yml", port))
-	text := registryConfig(r.Addr, r.StorageDir, id) + fmt.Sprintf(`auth:
-  htpasswd:
-    realm: registrytest
-    path: %s
-`, htpasswd)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-		return nil, err
-	}
-	logFile, err := os.Create(r.logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	cmd := exec.Command("docker-registry", "serve", config)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start docker-registry: %w", err)
-	}
-	r.pid = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := waitChallenge(r.Addr, exited); err != nil {
-		_ = stopProcess(cmd.Process, exited)
-		log, _ := os.ReadFile(r.logPath)
-		if strings.Contains(string(log), "address already in use") {
-			return nil, fmt.Errorf("%w: %s", errPortTaken, r.Addr)
-		}
-		return nil, fmt.Errorf("%w\nregistry log:\n%s", err, log)
-	}
-	t.Cleanup(func() {
-		if err := stopProcess(cmd.Process, exited); err != nil {
-			t.Errorf("stop docker-registry (pid %d): %v", r.pid, err)
-		}
-		if t.Failed() {
-			t.Logf("docker-registry at %s, its log:\n%s", r.Addr, tail(r.logPath, 40))
-		}
-	})
-	return r, nil
 }
 
 // waitChallenge polls GET /v2/ until the registry answers 401 with its

@@ -61,14 +61,20 @@ const stopTimeout = 5 * time.Second
 func Start(t testing.TB) *Registry {
 	t.Helper()
 	requireCommand(t, "docker-registry", "docker-registry")
-	dir := t.TempDir()
-	// The port is picked by listening on :0 and closing: another program
-	// can take it before the registry binds it. Then the registry exits
-	// ("address already in use") and we try another.
+	return start(t, t.TempDir(), "", waitReady)
+}
+
+// start starts a registry in dir with extra appended to its
+// configuration; ready waits until it answers as it should. The port is
+// picked by listening on :0 and closing: another program can take it
+// before the registry binds it. Then the registry exits ("address
+// already in use") and we try another.
+func start(t testing.TB, dir, extra string, ready func(addr, id string, exited <-chan error) error) *Registry {
+	t.Helper()
 	const attempts = 5
 	var lastErr error
 	for i := 0; i < attempts; i++ {
-		r, err := startOnFreePort(t, dir)
+		r, err := startOnFreePort(t, dir, extra, ready)
 		if err == nil {
 			return r
 		}
@@ -86,7 +92,7 @@ var errPortTaken = errors.New("port taken")
 
 // startOnFreePort starts one registry process in dir on a port free a
 // moment ago. On success its stop is registered with t.Cleanup.
-func startOnFreePort(t testing.TB, dir string) (*Registry, error) {
+func startOnFreePort(t testing.TB, dir, extra string, ready func(addr, id string, exited <-chan error) error) (*Registry, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -101,7 +107,7 @@ func startOnFreePort(t testing.TB, dir string) (*Registry, error) {
 		logPath:    filepath.Join(dir, fmt.Sprintf("registry-%d.log", port)),
 	}
 	config := filepath.Join(dir, fmt.Sprintf("config-%d.yml", port))
-	if err := os.WriteFile(config, []byte(registryConfig(r.Addr, r.StorageDir, id)), 0o644); err != nil {
+	if err := os.WriteFile(config, []byte(registryConfig(r.Addr, r.StorageDir, id)+extra), 0o644); err != nil {
 		return nil, err
 	}
 	logFile, err := os.Create(r.logPath)
@@ -120,7 +126,7 @@ func startOnFreePort(t testing.TB, dir string) (*Registry, error) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
-	if err := waitReady(r.Addr, id, exited); err != nil {
+	if err := ready(r.Addr, id, exited); err != nil {
 		stopProcess(cmd.Process, exited)
 		log, _ := os.ReadFile(r.logPath)
 		if strings.Contains(string(log), "address already in use") {
