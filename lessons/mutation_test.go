@@ -360,10 +360,10 @@ var lessonMutations = []mutate.Mutation{
 	{
 		Name: "07-commit-adds-no-layer", Lesson: 7, File: "final/engine/commit.go",
 		Old: "cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.DiffID)\n" +
-			"\tcfg.History = append(cfg.History, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message})\n" +
+			"\timage.AddHistory(&cfg, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message})\n" +
 			"\tlayers := append(append([]ocispec.Descriptor(nil), img.Manifest.Layers...), layer.Desc)",
 		New: "_ = layer // mutation: the container's layer is stored, but the image does not get it\n" +
-			"\tcfg.History = append(cfg.History, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message, EmptyLayer: true})\n" +
+			"\timage.AddHistory(&cfg, ocispec.History{Created: &now, CreatedBy: strings.Join(c.Config.Cmd, \" \"), Author: o.Author, Comment: o.Message, EmptyLayer: true})\n" +
 			"\tlayers := append([]ocispec.Descriptor(nil), img.Manifest.Layers...)",
 		Why: "commit makes an image of the container's image alone, without its layer: the committed image lacks the container's changes, in minibox and in podman",
 	},

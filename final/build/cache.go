@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/final/image"
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // cached returns the image step key made before, if all of it is still
@@ -43,19 +44,11 @@ func (bd *build) cached(key string) *image.Image {
 // remember records that step key made the image with manifest d.
 func (bd *build) remember(key string, d digest.Digest) error {
 	dir := filepath.Join(bd.Root, "build")
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	lock, err := flock.Lock(filepath.Join(dir, "lock"), unix.LOCK_EX)
 	if err != nil {
 		return err
 	}
 	defer lock.Close() // closing drops the lock
-	for {
-		if err = unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		return err
-	}
 	tmp, err := os.CreateTemp(filepath.Join(dir, "cache"), ".tmp-")
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/final/image"
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // scratch is one overlay of the build.
@@ -52,7 +53,7 @@ func (bd *build) newScratch(s *stage) (*scratch, error) {
 	if err != nil {
 		return nil, err
 	}
-	lock, err := lockFile(filepath.Join(fresh, "lock"), unix.LOCK_EX)
+	lock, err := flock.Lock(filepath.Join(fresh, "lock"), unix.LOCK_EX)
 	if err != nil {
 		os.RemoveAll(fresh)
 		return nil, err
@@ -106,25 +107,6 @@ func (sc *scratch) release() {
 	sc.lock.Close()
 }
 
-// lockFile opens (making it) and flock(2)s path; closing the file drops
-// the lock, and so does the death of its process.
-func lockFile(path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		if err = unix.Flock(int(f.Fd()), how); err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
 // recoverStale undoes what a killed build left (kill -9 has no defer):
 // its overlays, whose lock no one holds any more, are unmounted and
 // removed; its RUN containers, which died with it (Runtime.DeathSignal),
@@ -141,7 +123,7 @@ func (b *Builder) recoverStale() {
 	}
 	dirs, _ := filepath.Glob(filepath.Join(b.Root, "build", "tmp", "step-*"))
 	for _, dir := range dirs {
-		lock, err := lockFile(filepath.Join(dir, "lock"), unix.LOCK_EX|unix.LOCK_NB)
+		lock, err := flock.Lock(filepath.Join(dir, "lock"), unix.LOCK_EX|unix.LOCK_NB)
 		if err != nil {
 			continue // in use
 		}

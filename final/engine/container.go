@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/minibox-lab/minibox/final/network"
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // Container is one container, as `minibox inspect` prints it.
@@ -154,31 +155,11 @@ func (e *Engine) update(id string, change func(*Container) error) (*Container, e
 
 // lock takes the container's lock file.
 func (e *Engine) lock(id string) (func(), error) {
-	return lockFile(filepath.Join(e.containerDir(id), "lock"))
-}
-
-// lockFile takes an exclusive flock(2) on path (made if missing); the
-// returned func releases it.
-func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := flock.Lock(filepath.Join(e.containerDir(id), "lock"), unix.LOCK_EX)
 	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
 		return nil, err
 	}
 	return func() { f.Close() }, nil
-}
-
-// lockHeld reports whether someone holds path's flock(2) now.
-func (e *Engine) lockHeld(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil
 }
 
 // Get finds a container as docker does: by full id, else by name, else
@@ -294,5 +275,6 @@ func (e *Engine) recoverOrphan(c *Container) {
 // supervisor.lock: a lock dies with its process, so no PID can be reused
 // into a false answer.
 func (e *Engine) supervised(id string) bool {
-	return e.lockHeld(filepath.Join(e.containerDir(id), "supervisor.lock"))
+	held, _ := flock.Held(filepath.Join(e.containerDir(id), "supervisor.lock"))
+	return held
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/final/network"
+	"github.com/minibox-lab/minibox/internal/flock"
+	"golang.org/x/sys/unix"
 )
 
 // Options are run's and create's flags.
@@ -83,12 +85,12 @@ func (e *Engine) makeContainer(c *Container, name string) (err error) {
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return err
 	}
-	unlock, err := lockFile(filepath.Join(tmp, "lock"))
+	lock, err := flock.Lock(filepath.Join(tmp, "lock"), unix.LOCK_EX)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	defer func() {
 		if err != nil {
 			os.RemoveAll(tmp)
@@ -219,11 +221,11 @@ func (e *Engine) reserveName(name, id string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(filepath.Join(e.Root, "engine", "names.lock"))
+	lock, err := flock.Lock(filepath.Join(e.Root, "engine", "names.lock"), unix.LOCK_EX)
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
+	defer lock.Close()
 	generated := name == ""
 	for try := 0; try < 100; try++ {
 		if generated {
@@ -267,7 +269,7 @@ func (e *Engine) staleName(owner string) bool {
 	if _, err := os.Stat(tmp); err != nil {
 		return true
 	}
-	if e.lockHeld(filepath.Join(tmp, "lock")) {
+	if held, _ := flock.Held(filepath.Join(tmp, "lock")); held {
 		return false // its create runs
 	}
 	os.RemoveAll(tmp)

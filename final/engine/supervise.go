@@ -28,6 +28,7 @@ import (
 
 	"github.com/minibox-lab/minibox/final/network"
 	"github.com/minibox-lab/minibox/final/runtime"
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // Supervise runs container id and returns when it has ended. It reports
@@ -73,17 +74,12 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 // commands test it with a shared lock for an instant (supervised, and
 // minibox cleanup): a few tries tell them from a live supervisor.
 func lockSupervisor(dir string) (*os.File, error) {
-	lock, err := os.OpenFile(filepath.Join(dir, "supervisor.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
 	for try := 0; ; try++ {
-		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		lock, err := flock.Lock(filepath.Join(dir, "supervisor.lock"), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			return lock, nil
 		}
 		if err != unix.EWOULDBLOCK || try == 40 {
-			lock.Close()
 			return nil, fmt.Errorf("it already has a supervisor: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -29,6 +29,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/minibox-lab/minibox/internal/flock"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -234,19 +235,9 @@ func (s *Store) updateIndex(change func(*ocispec.Index) error) error {
 
 // flock takes a lock on $ROOT/images/NAME and returns its release.
 func (s *Store) flock(name string, how int) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, name), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	f, err := flock.Lock(filepath.Join(s.dir, name), how)
 	if err != nil {
-		return nil, fmt.Errorf("image store: %w", err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("image store: lock %s: %w", name, err)
 	}
 	return func() { f.Close() }, nil // closing the file drops the lock
 }

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // BuildSteps are the scratch directories of `minibox build`
@@ -50,7 +52,7 @@ func findBuildSteps(env Env) ([]Object, error) {
 // build holds its lock, or it has no lock yet and is less than a minute
 // old (the moment between mkdir and lock).
 func buildStepInUse(dir string) string {
-	if held, _ := lockHeld(filepath.Join(dir, "lock")); held {
+	if held, _ := flock.Held(filepath.Join(dir, "lock")); held {
 		return "a build is running in it (its lock is held); let it finish, then run minibox cleanup again"
 	}
 	if strings.HasPrefix(filepath.Base(dir), "new-") { // between mkdir and rename

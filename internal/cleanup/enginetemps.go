@@ -4,11 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/minibox-lab/minibox/internal/flock"
 )
 
 // EngineTemps are the engine's containers that were never made whole: a
@@ -40,23 +39,10 @@ func findEngineTemps(env Env) ([]Object, error) {
 
 // engineTempInUse says why dir is in use, or "": its create holds the lock.
 func engineTempInUse(dir string) string {
-	if held, _ := lockHeld(filepath.Join(dir, "lock")); held {
+	if held, _ := flock.Held(filepath.Join(dir, "lock")); held {
 		return "a container is being created (its lock is held); run minibox cleanup again in a moment"
 	}
 	return ""
-}
-
-// lockHeld reports whether a process holds a flock(2) on the file path
-// (tried with a shared lock, without waiting), and whether path exists.
-// The file is never followed through a symlink, and a fifo put there
-// cannot hang us.
-func lockHeld(path string) (held, exists bool) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return false, !errors.Is(err, fs.ErrNotExist)
-	}
-	defer f.Close()
-	return unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil, true
 }
 
 // removeEngineTemp removes one interrupted create's directory, after
