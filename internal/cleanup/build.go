@@ -1,9 +1,7 @@
 package cleanup
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -40,12 +38,7 @@ func isBuildStepName(name string) bool {
 }
 
 func findBuildSteps(env Env) ([]Object, error) {
-	dirs, err := buildSteps.list(env)
-	out := make([]Object, 0, len(dirs))
-	for _, dir := range dirs {
-		out = append(out, Object{Kind: buildStepKind, Name: dir, Detail: "an interrupted build", Busy: buildStepInUse(dir)})
-	}
-	return out, err
+	return buildSteps.objects(env, buildStepKind, "an interrupted build", buildStepInUse)
 }
 
 // buildStepInUse says why the step directory dir is in use, or "": its
@@ -81,15 +74,4 @@ func buildMountInUse(point string) string {
 // removeBuildStep removes one killed build's step directory, after
 // checking its exact form again and that no build holds it; a directory
 // with something still mounted in it is refused (removeTree).
-func removeBuildStep(o Object) error {
-	if err := buildSteps.check(o.Name); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	if busy := buildStepInUse(o.Name); busy != "" {
-		return fmt.Errorf("refusing to remove %s: %s", o.Name, busy)
-	}
-	return removeTree(o.Name)
-}
+func removeBuildStep(o Object) error { return buildSteps.remove(o.Name, buildStepInUse) }

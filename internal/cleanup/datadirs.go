@@ -63,6 +63,33 @@ func (d dataDir) list(env Env) ([]string, error) {
 	return out, errors.Join(errs...)
 }
 
+// objects lists d's directories in every data root as objects of kind,
+// each marked busy with what inUse says of it.
+func (d dataDir) objects(env Env, kind, detail string, inUse func(dir string) string) ([]Object, error) {
+	dirs, err := d.list(env)
+	out := make([]Object, 0, len(dirs))
+	for _, dir := range dirs {
+		out = append(out, Object{Kind: kind, Name: dir, Detail: detail, Busy: inUse(dir)})
+	}
+	return out, err
+}
+
+// remove removes one of d's directories, after checking its exact form
+// again and that inUse says nothing of it now; a directory gone already
+// is removed.
+func (d dataDir) remove(dir string, inUse func(dir string) string) error {
+	if err := d.check(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if busy := inUse(dir); busy != "" {
+		return fmt.Errorf("refusing to remove %s: %s", dir, busy)
+	}
+	return removeTree(dir)
+}
+
 // check refuses any path that is not exactly /…/<sub>/<matching name>,
 // with <sub> and the entry real directories (not symlinks). It returns
 // fs.ErrNotExist (wrapped) when the entry is gone.

@@ -1,9 +1,6 @@
 package cleanup
 
 import (
-	"errors"
-	"fmt"
-	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -29,12 +26,7 @@ func isEngineTempName(name string) bool {
 }
 
 func findEngineTemps(env Env) ([]Object, error) {
-	dirs, err := engineTemps.list(env)
-	out := make([]Object, 0, len(dirs))
-	for _, dir := range dirs {
-		out = append(out, Object{Kind: engineTempKind, Name: dir, Detail: "an interrupted create", Busy: engineTempInUse(dir)})
-	}
-	return out, err
+	return engineTemps.objects(env, engineTempKind, "an interrupted create", engineTempInUse)
 }
 
 // engineTempInUse says why dir is in use, or "": its create holds the lock.
@@ -47,15 +39,4 @@ func engineTempInUse(dir string) string {
 
 // removeEngineTemp removes one interrupted create's directory, after
 // checking its exact form again and that its create is not running.
-func removeEngineTemp(o Object) error {
-	if err := engineTemps.check(o.Name); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	if busy := engineTempInUse(o.Name); busy != "" {
-		return fmt.Errorf("refusing to remove %s: %s", o.Name, busy)
-	}
-	return removeTree(o.Name)
-}
+func removeEngineTemp(o Object) error { return engineTemps.remove(o.Name, engineTempInUse) }
