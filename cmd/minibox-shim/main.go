@@ -38,6 +38,9 @@ func main() {
 	if runtime.IsInit() {
 		runtime.Init() // never returns
 	}
+	if engine.IsKeeper() { // a detached container's supervisor, replaced by its keeper (final/engine/keep.go)
+		os.Exit(engine.Keep())
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,46 @@ func TestShimLinksNoLessonRenderer(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	require.NotContains(t, string(out), "minibox/internal/cli")
 	require.NotContains(t, string(out), "minibox/internal/lesson")
+}
+
+// The shim starts twice for each container (supervisor, init), and every
+// package it links runs its init each time: buildkit's Dockerfile parser
+// and protobuf stay out (commit's -c is read by the CLI, final/engine
+// only gets a function).
+func TestShimLinksNoDockerfileParserNorProtobuf(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, heavy := range []string{"github.com/moby/buildkit", "google.golang.org/protobuf", "github.com/gogo/protobuf"} {
+			require.False(t, pkg == heavy || strings.HasPrefix(pkg, heavy+"/"),
+				"minibox-shim links %s: its init runs at every container start", pkg)
+		}
+	}
+}
+
+// final/image's, final/engine's and final/runtime's inits stay near empty: their regular
+// expressions compile on first use, never at the shim's start.
+func TestShimStartCompilesNoNameRules(t *testing.T) {
+	_, shim := binaries(t)
+	cmd := exec.Command(shim)
+	cmd.Env = append(os.Environ(), "GODEBUG=inittrace=1")
+	out, _ := cmd.CombinedOutput() // no arguments: usage, exit status 2
+	seen := map[string]int{}
+	for _, line := range strings.Split(string(out), "\n") {
+		// init PKG @T ms, T ms clock, BYTES bytes, N allocs
+		f := strings.Fields(line)
+		if len(f) < 9 || f[0] != "init" || f[8] != "bytes," {
+			continue
+		}
+		n, err := strconv.Atoi(f[7])
+		require.NoError(t, err, line)
+		seen[f[1]] = n
+	}
+	require.NotEmpty(t, seen, "no inittrace lines in:\n%s", out)
+	// A package without init work has no line: zero bytes.
+	for _, pkg := range []string{"github.com/minibox-lab/minibox/final/image", "github.com/minibox-lab/minibox/final/engine", "github.com/minibox-lab/minibox/final/runtime"} {
+		require.Less(t, seen[pkg], 8<<10, "%s allocates %d bytes at every shim start (a regexp.MustCompile at package level?)", pkg, seen[pkg])
+	}
 }
 
 func TestSuperviseArgs(t *testing.T) {

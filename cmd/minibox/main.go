@@ -7,6 +7,7 @@ import (
 	"os"
 	goruntime "runtime"
 
+	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cli"
 )
@@ -24,6 +25,9 @@ func init() {
 func main() {
 	if runtime.IsInit() { // a container's init (final/runtime): nothing else first
 		runtime.Init()
+	}
+	if engine.IsKeeper() { // a detached container's supervisor, replaced by its keeper
+		os.Exit(engine.Keep())
 	}
 	os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

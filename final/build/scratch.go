@@ -71,7 +71,9 @@ func (bd *build) newScratch(s *stage) (*scratch, error) {
 		}
 	}
 	if err == nil {
-		err = engine.MountOverlay(bd.Root, lower, sc.upper, filepath.Join(dir, "work"), sc.rootfs)
+		// Volatile: the step's upper directory becomes a layer before the
+		// build ends, and a build cut short by a crash is cleaned up.
+		err = engine.MountOverlay(bd.Root, lower, sc.upper, filepath.Join(dir, "work"), sc.rootfs, true)
 	}
 	if err != nil {
 		os.RemoveAll(dir)

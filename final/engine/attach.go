@@ -81,10 +81,21 @@ type attachServer struct {
 	// attached: a client's first keys and its terminal's size wait for it
 	// instead of being dropped (type-ahead, and the initial window size).
 	ready chan struct{}
+	// l is the socket clients connect to; served is closed when serve
+	// has stopped accepting (l closed, or its deadline passed).
+	l      *net.UnixListener
+	served chan struct{}
 }
 
-// serve accepts clients until the listener closes.
-func (s *attachServer) serve(l net.Listener) {
+// listen serves clients on l.
+func (s *attachServer) listen(l *net.UnixListener) {
+	s.l, s.served = l, make(chan struct{})
+	go s.serve(l, s.served)
+}
+
+// serve accepts clients until the listener closes or its deadline.
+func (s *attachServer) serve(l net.Listener, served chan struct{}) {
+	defer close(served)
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -96,6 +107,27 @@ func (s *attachServer) serve(l net.Listener) {
 		s.once.Do(func() { close(s.first) })
 		go s.readClient(conn)
 	}
+}
+
+// stopServing stops accepting clients (connections wait in the socket's
+// backlog meanwhile) and reports whether none is attached; if one is,
+// it goes on serving.
+func (s *attachServer) stopServing() bool {
+	if s.l == nil {
+		return true
+	}
+	if err := s.l.SetDeadline(time.Now()); err != nil {
+		return false
+	}
+	<-s.served
+	s.mu.Lock()
+	none := len(s.clients) == 0
+	s.mu.Unlock()
+	if !none {
+		_ = s.l.SetDeadline(time.Time{})
+		s.listen(s.l)
+	}
+	return none
 }
 
 // readClient passes a client's input to the container.
@@ -211,7 +243,13 @@ func copyInput(r io.Reader, send func(byte, []byte)) {
 	}
 }
 
-// setWinsize sets a terminal's size (ioctl TIOCSWINSZ).
+// setWinsize sets a terminal's size (ioctl TIOCSWINSZ), through the raw
+// descriptor: f.Fd would make it blocking, and a deadline could then no
+// longer stop its pump (handOver).
 func setWinsize(f *os.File, rows, cols uint16) {
-	_ = unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+	if rc, err := f.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.IoctlSetWinsize(int(fd), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols})
+		})
+	}
 }

@@ -38,8 +38,9 @@ func (e *Engine) mountRootfs(c *Container) (string, error) {
 		}
 	}
 	rootfs := filepath.Join(dir, "rootfs")
-	// mount -t overlay overlay -o lowerdir=…,upperdir=…,workdir=… rootfs
-	if err := MountOverlay(e.Root, layers, filepath.Join(dir, "diff"), filepath.Join(dir, "work"), rootfs); err != nil {
+	// mount -t overlay overlay -o lowerdir=…,upperdir=…,workdir=…[,volatile] rootfs
+	volatile := c.Config.AutoRemove // its layer goes when it exits
+	if err := MountOverlay(e.Root, layers, filepath.Join(dir, "diff"), filepath.Join(dir, "work"), rootfs, volatile); err != nil {
 		return "", err
 	}
 	return rootfs, nil

@@ -6,6 +6,10 @@ package engine
 // overlayfs's whiteouts becoming the layer format's), under a config
 // that is the image's with the container's own settings (its Env, user,
 // working directory) and the -c changes, and one more history entry.
+// The -c changes are Dockerfile instructions: the CLI reads them
+// (final/build/changes, on buildkit's parser) and hands the engine a
+// function, so that the engine, and minibox-shim with it, links no
+// Dockerfile parser.
 // Left out, as docker leaves them out: the files the engine bind-mounts
 // (/etc/hostname, /etc/hosts, /etc/resolv.conf) and the empty mount
 // points the runtime made for volumes and /proc, /dev, /sys.
@@ -22,16 +26,17 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/minibox-lab/minibox/final/build/changes"
 	"github.com/minibox-lab/minibox/final/image"
 )
 
 // CommitOptions are commit's flags.
 type CommitOptions struct {
-	Changes []string // -c: Dockerfile instructions (CMD, ENV, …)
-	Message string   // -m: the history entry's comment
-	Author  string   // -a
-	Name    string   // NAME[:TAG]; "" leaves the image unnamed
+	// Changes applies -c to the new image's config, after the container's
+	// own settings; nil changes nothing. Its error is commit's as it is.
+	Changes func(*ocispec.ImageConfig) error
+	Message string // -m: the history entry's comment
+	Author  string // -a
+	Name    string // NAME[:TAG]; "" leaves the image unnamed
 }
 
 // Commit makes an image of container ref's changes; it works on a running
@@ -48,8 +53,10 @@ func (e *Engine) Commit(ctx context.Context, ref string, o CommitOptions) (*imag
 	}
 	cfg := image.CopyConfig(img.Config)
 	e.commitConfig(&cfg.Config, c)
-	if err := changes.Apply(&cfg.Config, o.Changes); err != nil {
-		return nil, err
+	if o.Changes != nil {
+		if err := o.Changes(&cfg.Config); err != nil {
+			return nil, err
+		}
 	}
 	// No prune or rmi frees the new layer before the image names it.
 	keep, err := e.Images.KeepBlobs()

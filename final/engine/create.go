@@ -11,13 +11,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/final/network"
 	"github.com/minibox-lab/minibox/internal/flock"
+	"github.com/minibox-lab/minibox/internal/lazyregexp"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +43,8 @@ type Options struct {
 	Pull        io.Writer // where a missing image's pull reports; nil: do not pull
 }
 
-var nameRule = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
+// nameRule is docker's rule for a container's name.
+var nameRule = lazyregexp.New(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$`)
 
 // Create makes a container from o: the image (pulled if missing and
 // o.Pull is set), its config under the flags, a name, a directory.

@@ -38,7 +38,7 @@ func TestOverlayOfManyLayers(t *testing.T) {
 		require.NoError(t, os.Mkdir(filepath.Join(root, d), 0o755))
 	}
 	target := filepath.Join(root, "rootfs")
-	require.NoError(t, engine.MountOverlay(root, lower, filepath.Join(root, "diff"), filepath.Join(root, "work"), target))
+	require.NoError(t, engine.MountOverlay(root, lower, filepath.Join(root, "diff"), filepath.Join(root, "work"), target, false))
 	defer func() { require.NoError(t, unix.Unmount(target, 0)) }()
 	top, err := os.ReadFile(filepath.Join(target, "top"))
 	require.NoError(t, err)
@@ -49,4 +49,64 @@ func TestOverlayOfManyLayers(t *testing.T) {
 	cwd, err := os.Getwd()
 	require.NoError(t, err)
 	assert.NotEqual(t, filepath.Join(root, "engine", "l"), cwd, "the process's working directory is untouched")
+}
+
+// A --rm container's writable layer is a volatile overlay (no syncfs of
+// the host's file system when it is unmounted), a kept container's is
+// not: its layer must survive a crash of the host. The superblock options
+// in the host's mountinfo say which.
+func TestRmContainersLayerIsVolatile(t *testing.T) {
+	e := newEnv(t)
+	kept := strings.TrimSpace(e.ok("run", "-d", e.ref, "sleep", "100"))
+	gone := strings.TrimSpace(e.ok("run", "-d", "--rm", e.ref, "sleep", "100"))
+	assert.NotContains(t, rootfsSuperOptions(t, e, kept), "volatile")
+	assert.Contains(t, rootfsSuperOptions(t, e, gone), "volatile")
+	e.ok("rm", "-f", kept, gone)
+}
+
+// rootfsSuperOptions are the overlay options of container id's root
+// (the last field of its line in /proc/self/mountinfo).
+func rootfsSuperOptions(t *testing.T, e *env, id string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	target := filepath.Join(e.root, "engine", "containers", id, "rootfs")
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == target {
+			return f[len(f)-1]
+		}
+	}
+	t.Fatalf("no mount on %s", target)
+	return ""
+}
+
+// A volatile overlay leaves work/work/incompat/volatile behind, and
+// overlayfs refuses to mount over it again (the host may have crashed
+// meanwhile): MountOverlay clears it within one boot of the host, so a
+// --rm container whose supervisor was killed starts again, and refuses
+// after a restart.
+func TestVolatileOverlayMountsAgain(t *testing.T) {
+	testenv.RequireRoot(t)
+	root := t.TempDir()
+	sum := sha256.Sum256([]byte("layer"))
+	layer := filepath.Join(root, "layers", hex.EncodeToString(sum[:]))
+	require.NoError(t, os.MkdirAll(layer, 0o755))
+	for _, d := range []string{"diff", "work", "rootfs"} {
+		require.NoError(t, os.Mkdir(filepath.Join(root, d), 0o755))
+	}
+	target := filepath.Join(root, "rootfs")
+	for i := 0; i < 2; i++ {
+		require.NoError(t, engine.MountOverlay(root, []string{layer}, filepath.Join(root, "diff"), filepath.Join(root, "work"), target, true), "mount %d", i+1)
+		require.NoError(t, os.WriteFile(filepath.Join(target, fmt.Sprint(i)), nil, 0o644))
+		require.NoError(t, unix.Unmount(target, 0))
+		assert.DirExists(t, filepath.Join(root, "work", "work", "incompat", "volatile"))
+	}
+	assert.FileExists(t, filepath.Join(root, "diff", "0"), "the first mount's file is kept in the upper directory")
+
+	// The host restarted since (another boot id): the upper directory was
+	// never synced and may be torn, so the mount is refused.
+	require.NoError(t, os.WriteFile(filepath.Join(root, "work.boot_id"), []byte("another boot\n"), 0o644))
+	err := engine.MountOverlay(root, []string{layer}, filepath.Join(root, "diff"), filepath.Join(root, "work"), target, true)
+	require.ErrorContains(t, err, "before the host restarted")
+	assert.DirExists(t, filepath.Join(root, "work", "work", "incompat", "volatile"), "the mark stays")
 }

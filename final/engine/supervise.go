@@ -66,6 +66,12 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser, waitAttach bool) err
 	}
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
+	if !waitAttach && !exitsWithin(pid, keeperAfter) {
+		// Nobody attaches to a detached container that runs on: its
+		// supervisor becomes a keeper with a fresh heap (keep.go). On
+		// success handOver does not return.
+		s.handOver(pid, lock)
+	}
 	status := s.wait(pid)
 	return s.finish(status)
 }
@@ -101,7 +107,9 @@ type supervision struct {
 	log     *logger
 	attach  *attachServer
 	pumps   sync.WaitGroup
-	cgroups string // the container's cgroup, relative: minibox/<id>
+	outputs []output // what the pumps read: the pipes' read ends, or the pty's master
+	console func()   // closes the console socket (once its master has come)
+	cgroups string   // the container's cgroup, relative: minibox/<id>
 }
 
 func (s *supervision) undo() {
@@ -180,13 +188,13 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 }
 
 // listenUnix listens on a unix socket at path, however long the path.
-func listenUnix(path string) (net.Listener, error) {
+func listenUnix(path string) (*net.UnixListener, error) {
 	short, done, err := shortPath(path)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	return net.Listen("unix", short)
+	return net.ListenUnix("unix", &net.UnixAddr{Name: short, Net: "unix"})
 }
 
 // network sets up the container's network (final/network) for bridge.
@@ -267,7 +275,7 @@ func (s *supervision) streams() (runtime.IO, string, error) {
 		return runtime.IO{}, "", err
 	}
 	s.undos = append(s.undos, func() { l.Close() })
-	go s.attach.serve(l)
+	s.attach.listen(l)
 	if s.c.Config.Tty {
 		console := filepath.Join(dir, "console.sock")
 		_ = os.Remove(console)
@@ -275,13 +283,14 @@ func (s *supervision) streams() (runtime.IO, string, error) {
 		if err != nil {
 			return runtime.IO{}, "", err
 		}
-		s.undos = append(s.undos, func() { cl.Close(); os.Remove(console) })
-		go s.receiveConsole(cl)
 		short, done, err := shortPath(console) // for the runtime, which dials it
 		if err != nil {
+			cl.Close()
 			return runtime.IO{}, "", err
 		}
-		s.undos = append(s.undos, done)
+		s.console = sync.OnceFunc(func() { cl.Close(); os.Remove(console); done() })
+		s.undos = append(s.undos, s.console)
+		go s.receiveConsole(cl)
 		return runtime.IO{}, short, nil
 	}
 	var io runtime.IO
@@ -310,17 +319,32 @@ func (s *supervision) pump(stream string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.pumpFrom(output{r: r, stream: stream})
+	return w, nil
+}
+
+// output is one stream of the container's, as its pump reads it.
+type output struct {
+	r       *os.File
+	stream  string        // stdout or stderr
+	stopped chan struct{} // closed when its pump has returned
+}
+
+// pumpFrom copies o.r into the log and to the clients until it ends (or
+// handOver stops it). finish closes it.
+func (s *supervision) pumpFrom(o output) {
+	o.stopped = make(chan struct{})
+	s.outputs = append(s.outputs, o)
 	kind := byte(frameStdout)
-	if stream == "stderr" {
+	if o.stream == "stderr" {
 		kind = frameStderr
 	}
 	s.pumps.Add(1)
 	go func() {
 		defer s.pumps.Done()
-		defer r.Close()
-		s.copyOut(r, stream, kind)
+		defer close(o.stopped)
+		s.copyOut(o.r, o.stream, kind)
 	}()
-	return w, nil
 }
 
 func (s *supervision) copyOut(r io.Reader, stream string, kind byte) {
@@ -353,12 +377,8 @@ func (s *supervision) receiveConsole(l net.Listener) {
 	s.attach.stdin = master
 	s.attach.resize = func(rows, cols uint16) { setWinsize(master, rows, cols) }
 	s.attach.mu.Unlock()
-	close(s.attach.ready)
-	s.pumps.Add(1)
-	go func() {
-		defer s.pumps.Done()
-		s.copyOut(master, "stdout", frameStdout)
-	}()
+	s.pumpFrom(output{r: master, stream: "stdout"})
+	close(s.attach.ready) // after pumpFrom: handOver waits for ready
 }
 
 // receiveFd reads one file descriptor passed over a unix socket.
@@ -376,6 +396,12 @@ func receiveFd(conn *net.UnixConn) (*os.File, error) {
 	fds, err := unix.ParseUnixRights(&msgs[0])
 	if err != nil || len(fds) == 0 {
 		return nil, fmt.Errorf("console socket: no file descriptor: %v", err)
+	}
+	// Non-blocking, so that Go polls it and a deadline can stop its
+	// pump (handOver).
+	if err := unix.SetNonblock(fds[0], true); err != nil {
+		unix.Close(fds[0])
+		return nil, fmt.Errorf("console socket: %w", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "pty-master"), nil
 }
@@ -418,6 +444,9 @@ func (s *supervision) finish(status int) error {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second): // a process outside holds a pipe
+	}
+	for _, o := range s.outputs {
+		o.r.Close()
 	}
 	oom := oomKilled(s.c.Short())
 	s.undo()

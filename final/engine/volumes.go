@@ -11,14 +11,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
+	"github.com/minibox-lab/minibox/internal/lazyregexp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-var volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+// volumeName is docker's rule for a named volume.
+var volumeName = lazyregexp.New(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // parseVolume reads -v [SOURCE:]DEST[:ro|:rw].
 func parseVolume(v string) (Mount, error) {

@@ -27,10 +27,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	goruntime "runtime"
 	"strings"
 
+	"github.com/minibox-lab/minibox/internal/lazyregexp"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -398,7 +398,7 @@ type loader struct {
 }
 
 // blobName is blobs/sha256/<64 hex>.
-var blobName = regexp.MustCompile(`^blobs/sha256/[0-9a-f]{64}$`)
+var blobName = lazyregexp.New(`^blobs/sha256/[0-9a-f]{64}$`)
 
 // Load reads an image archive from r (an OCI layout tar, skopeo's
 // oci-archive, a docker save archive old or new; plain, gzip or zstd)

@@ -5,9 +5,9 @@ package image
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/minibox-lab/minibox/internal/lazyregexp"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -20,10 +20,10 @@ type Reference struct {
 }
 
 // repositoryName is the distribution spec's grammar for a repository path.
-var repositoryName = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+var repositoryName = lazyregexp.New(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // tagName is the distribution spec's grammar for a tag.
-var tagName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+var tagName = lazyregexp.New(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 
 // dockerHub is the registry of names without one.
 const dockerHub = "docker.io"

@@ -31,9 +31,14 @@
 // linux.resources, and starts the init with clone flags for the new
 // namespaces and Go's UidMappings/GidMappings for a user namespace.
 // Namespaces joined by path are entered before the fork with setns on a
-// locked OS thread that is thrown away afterwards (thread.go). The parent
-// writes the init's PID into the cgroup, then sends it the config over a
-// socket pair; the init mounts (config.json's mounts, the default devices,
+// locked OS thread that is thrown away afterwards (thread.go). The init
+// is in the cgroup before it runs anything of the container's: on v2 it is
+// forked into it (clone3 CLONE_INTO_CGROUP); on v1 it gets the groups'
+// tasks files and moves its own thread (`echo 0 > tasks`) first thing.
+// Neither waits for the lock over all thread groups that writing another
+// process's PID into cgroup.procs takes (an RCU grace period, 5-25 ms
+// here: cgroups.go, joinAtFork). The parent sends the init the config over
+// a socket pair; the init mounts (config.json's mounts, the default devices,
 // pivot_root, masked and read-only paths, a read-only root), sets the
 // hostname, sysctls and rlimits, makes the terminal if process.terminal
 // (opened in the container's devpts, its master sent to the console socket
@@ -61,8 +66,8 @@
 // returns, instead of running other goroutines in the container's
 // namespaces. On that thread it: opens /proc/<init>/ns/{ipc,uts,net,pid,
 // mnt,cgroup} (all before the first setns, while /proc is still the
-// host's); unshare(CLONE_FS); joins the cgroup (v1: the thread's TID into
-// each controller's tasks file, and the child inherits it; v2: clone3's
+// host's); unshare(CLONE_FS); joins the cgroup (v1: the thread moves
+// itself, 0 into each controller's tasks file, and the child inherits it; v2: clone3's
 // CLONE_INTO_CGROUP through SysProcAttr.CgroupFD); setns into each
 // namespace that differs from ours (pid affects the thread's children
 // only, which is what we want); drops the bounding set and sets the

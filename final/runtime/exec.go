@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 
@@ -183,9 +182,10 @@ func joinCgroupThread(g *cgroup, attr *os.ProcAttr) (*os.File, error) {
 		attr.Sys.CgroupFD = int(f.Fd())
 		return f, nil
 	}
-	tid := strconv.Itoa(unix.Gettid())
+	// "0" is this thread: moving itself, a thread does not wait for the
+	// lock over all thread groups that moving another does (joinAtFork).
 	for _, d := range g.Dirs {
-		if err := writeFile(d, "tasks", tid); err != nil {
+		if err := writeFile(d, "tasks", "0"); err != nil {
 			return nil, err
 		}
 	}

@@ -34,6 +34,9 @@ type bootstrap struct {
 	Rootfs    string      `json:"rootfs"`
 	ParentMnt string      `json:"parentMnt"`
 	Cgroup    *cgroup     `json:"cgroup"`
+	// CgroupTasks are the init's descriptors of its v1 groups' tasks
+	// files (cgroup.joinAtFork).
+	CgroupTasks []int `json:"cgroupTasks,omitempty"`
 }
 
 // reply is what the init answers once the container is made.
@@ -69,6 +72,13 @@ func Init() {
 	var boot bootstrap
 	if err := json.NewDecoder(sync).Decode(&boot); err != nil {
 		fmt.Fprintf(os.Stderr, "minibox runtime init: read the config: %v\n", err)
+		os.Exit(1)
+	}
+	// Into the container's cgroups first (v1; v2 forked us there), so
+	// that what follows is charged to them and a new cgroup namespace
+	// has the container's group as its root.
+	if err := joinOwnCgroups(boot.CgroupTasks); err != nil {
+		_ = json.NewEncoder(sync).Encode(reply{Error: err.Error()})
 		os.Exit(1)
 	}
 	path, err := prepare(&boot)

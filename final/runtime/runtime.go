@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/minibox-lab/minibox/internal/lazyregexp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -53,7 +53,7 @@ type containerState struct {
 	Spec      *specs.Spec `json:"spec"`
 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+var validID = lazyregexp.New(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 func (r *Runtime) root() string {
 	if r.Root == "" {
@@ -204,15 +204,23 @@ func (c *creation) run(consoleSocket string) error {
 	if c.deathSignal != 0 && !joinsByPath(c.spec) {
 		c.cmd.SysProcAttr.Pdeathsig = syscall.Signal(c.deathSignal)
 	}
-	if err := startJoined(c.cmd, c.spec); err != nil {
-		return fmt.Errorf("start the container's init: %w", err)
-	}
-	childSock.Close()
-	if err := c.cgroup.add(c.cmd.Process.Pid); err != nil {
+	tasks, done, err := c.cgroup.joinAtFork(c.cmd.SysProcAttr)
+	if err != nil {
 		return err
 	}
+	defer done()
+	var taskFDs []int // the init's numbers for the v1 tasks files
+	for _, f := range tasks {
+		taskFDs = append(taskFDs, 3+len(c.cmd.ExtraFiles))
+		c.cmd.ExtraFiles = append(c.cmd.ExtraFiles, f)
+	}
+	if err := c.start(); err != nil {
+		return err
+	}
+	childSock.Close()
+	done()
 	mnt, _ := os.Readlink("/proc/self/ns/mnt")
-	boot := bootstrap{Spec: c.spec, Bundle: c.bundle, Rootfs: rootfsPath(c.bundle, c.spec), ParentMnt: mnt, Cgroup: c.cgroup}
+	boot := bootstrap{Spec: c.spec, Bundle: c.bundle, Rootfs: rootfsPath(c.bundle, c.spec), ParentMnt: mnt, Cgroup: c.cgroup, CgroupTasks: taskFDs}
 	if err := json.NewEncoder(parentSock).Encode(boot); err != nil {
 		return fmt.Errorf("send the config to the init: %w", err)
 	}
@@ -222,6 +230,25 @@ func (c *creation) run(consoleSocket string) error {
 	}
 	if rep.Error != "" {
 		return errors.New(rep.Error)
+	}
+	return nil
+}
+
+// start forks the init. A v2 init forked into its cgroup (joinAtFork)
+// can fail where clone3's CLONE_INTO_CGROUP cannot be had: before Linux
+// 5.7, or from a thread in another cgroup namespace (a namespace joined by
+// path, on a host whose cgroup2 has nsdelegate). The init is then forked
+// as before and its PID written into cgroup.procs.
+func (c *creation) start() error {
+	err := startJoined(c.cmd, c.spec)
+	if err != nil && c.cmd.SysProcAttr.UseCgroupFD {
+		c.cmd.SysProcAttr.UseCgroupFD = false
+		if err = startJoined(c.cmd, c.spec); err == nil {
+			return c.cgroup.add(c.cmd.Process.Pid)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("start the container's init: %w", err)
 	}
 	return nil
 }

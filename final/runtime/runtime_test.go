@@ -1,6 +1,7 @@
 package runtime_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -78,6 +79,17 @@ func TestLifecycle(t *testing.T) {
 
 	require.NoError(t, r.Start("life"))
 	waitStatus(t, r, "life", specs.StateRunning)
+	// The container's process itself (after execve, the one thread left:
+	// the one that joined) is in every group: /proc/PID/cgroup.
+	data, err = os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	require.NoError(t, err)
+	for _, d := range groups {
+		controller, _, _ := strings.Cut(strings.TrimPrefix(d, "/sys/fs/cgroup/"), "/")
+		if controller == "minibox" { // v2: 0::/minibox/life
+			controller = ""
+		}
+		assert.Regexp(t, `(?m)^[0-9]+:`+controller+`:/minibox/life$`, string(data), "the process in %s", d)
+	}
 	assert.ErrorContains(t, r.Start("life"), "not created")
 	assert.ErrorContains(t, r.Delete("life", false), "running")
 	assert.Eventually(t, func() bool {

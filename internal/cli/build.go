@@ -11,9 +11,11 @@ import (
 	"strings"
 	"syscall"
 
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/minibox-lab/minibox/final/build"
+	"github.com/minibox-lab/minibox/final/build/changes"
 	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/internal/cleanup"
 )
@@ -104,6 +106,7 @@ func parseBuildArgs(list []string) (map[string]string, error) {
 func newCommitCmd(s *streams) *cobra.Command {
 	var f engineFlags
 	var o engine.CommitOptions
+	var changeLines []string
 	var pause bool
 	cmd := &cobra.Command{
 		Use:   "commit [OPTIONS] CONTAINER [NAME[:TAG]]",
@@ -127,6 +130,7 @@ scripts): commit a busy container at a quiet moment, or stop it first.`,
 			if len(args) == 2 {
 				o.Name = args[1]
 			}
+			o.Changes = applyChanges(changeLines)
 			img, err := e.Commit(context.Background(), args[0], o)
 			if err != nil {
 				return err
@@ -136,10 +140,17 @@ scripts): commit a busy container at a quiet moment, or stop it first.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringArrayVarP(&o.Changes, "change", "c", nil, "apply a Dockerfile `INSTRUCTION` to the image's config (repeatable)")
+	fl.StringArrayVarP(&changeLines, "change", "c", nil, "apply a Dockerfile `INSTRUCTION` to the image's config (repeatable)")
 	fl.StringVarP(&o.Message, "message", "m", "", "commit `MESSAGE` (the history entry's comment)")
 	fl.StringVarP(&o.Author, "author", "a", "", "`AUTHOR` (e.g. \"Jane Doe <jane@example.com>\")")
 	fl.BoolVarP(&pause, "pause", "p", true, "accepted for docker's scripts; minibox does not pause the container")
 	f.add(cmd)
 	return cmd
+}
+
+// applyChanges is commit's -c for the engine: the Dockerfile lines are
+// read here, by final/build/changes, so the engine (and minibox-shim,
+// which links it) stays free of buildkit's parser.
+func applyChanges(lines []string) func(*ocispec.ImageConfig) error {
+	return func(cfg *ocispec.ImageConfig) error { return changes.Apply(cfg, lines) }
 }

@@ -1,8 +1,9 @@
 // Package changes applies docker's configuration changes (commit -c,
 // import -c) to an image config: one Dockerfile instruction each, read by
 // Docker's own parser, as `docker commit --change` reads them. It is a
-// package of its own so that the engine (commit) and the builder share
-// it without importing each other.
+// package of its own so that the builder and the CLI (commit, which hands
+// final/engine a function) share it; final/engine must not import it:
+// minibox-shim links the engine and would link buildkit's parser too.
 package changes
 
 import (
