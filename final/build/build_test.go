@@ -369,7 +369,10 @@ const killedEnv = "MINIBOX_BUILD_TEST_KILLED"
 // one finished from the cache, and completes (assertClean, CheckLeaks).
 func TestKilledBuildThenRetry(t *testing.T) {
 	b := newBuilder(t)
-	dir := writeContext(t, map[string]string{"Dockerfile": "FROM " + base + "\nRUN echo first > /first\nRUN echo started; sleep 100\n"})
+	// Many processes in the RUN container: after the kill, its PID 1 dies
+	// only once the kernel has killed them all, so the retry finds it
+	// still dying.
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM " + base + "\nRUN echo first > /first\nRUN for i in $(seq 200); do sleep 100 & done; echo started; wait\n"})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledBuildHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), killedEnv+"="+b.Root+"\n"+dir)
 	stdout, err := cmd.StdoutPipe()

@@ -134,7 +134,12 @@ func (b *Builder) recoverStale() {
 	}
 	states, _ := b.Runtime.List()
 	for _, st := range states {
-		if st.Status == specs.StateStopped {
+		// Stopped, or its build is gone: its bundle, in a step directory
+		// whose lock nobody held, has just been removed (or was before).
+		// Right after a build's kill -9 its RUN container may still be
+		// dying (the death signal is on its way, the PID namespace being
+		// emptied): Delete kills it and waits for it.
+		if _, err := os.Stat(st.Bundle); st.Status == specs.StateStopped || errors.Is(err, fs.ErrNotExist) {
 			_ = b.Runtime.Delete(st.ID, true)
 		}
 	}
