@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/minibox-lab/minibox/final/runtime"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,6 +43,10 @@ func (e *Engine) Start(id string, attach func(id string) error) error {
 	}
 	cmd := exec.Command(e.Self, args...)
 	cmd.ExtraFiles = []*os.File{w} // fd 3: the supervisor's reports
+	// Nothing else of ours: a descriptor our caller left us would be held
+	// open by the supervisor for the container's life (a pipe whose
+	// reader waits for its end), and passed on to the container.
+	runtime.CloseOnExecFrom(3)
 	// A session of its own: no terminal, no Ctrl-C of ours reaches it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()

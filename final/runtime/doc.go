@@ -47,7 +47,9 @@
 // reading, which releases the init: it drops the bounding set, changes
 // uid/gid/groups keeping its capabilities, sets the effective, permitted
 // and inheritable sets, raises ambient capabilities, sets no_new_privs,
-// and executes process.args. Those steps are per thread in Linux, so the
+// marks every descriptor above stderr close-on-exec (fds.go: none the
+// runtime's caller leaked reaches the container, as runc's init closes
+// them) and executes process.args. Those steps are per thread in Linux, so the
 // init locks its main goroutine to its thread and calls execve from it.
 //
 // # Exec: a new process in all the container's namespaces

@@ -71,6 +71,9 @@ func (r *Runtime) Exec(id string, p specs.Process, io IO) (*os.Process, error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("exec: prctl(PR_SET_DUMPABLE): %w", err)
 	}
+	// Only the process's stdio goes into the container: nothing this
+	// process inherited by accident (fds.go).
+	CloseOnExecFrom(3)
 	// The thread's namespaces, cgroup, bounding set and no_new_privs
 	// become the container's: it must die afterwards.
 	var res result

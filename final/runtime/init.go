@@ -99,6 +99,9 @@ func Init() {
 		fmt.Fprintf(os.Stderr, "minibox runtime init: %v\n", err)
 		os.Exit(1)
 	}
+	// Only stdin, stdout and stderr go on to the container's process
+	// (fds.go).
+	CloseOnExecFrom(3)
 	err = unix.Exec(path, p.Args, p.Env)
 	fmt.Fprintf(os.Stderr, "minibox runtime init: exec %s: %v\n", p.Args[0], err)
 	os.Exit(127)
