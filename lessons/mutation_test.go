@@ -373,6 +373,12 @@ var lessonMutations = []mutate.Mutation{
 		New: `c.base+"/v2/"+c.repository+"/manifests/"+desc.Digest.String(), bytesBody(manifest), // mutation: the manifest goes up by digest, the tag never`,
 		Why: "push uploads the manifest by digest, never under its tag: the registry has the blobs but no app:2, and machine 2 cannot pull it",
 	},
+	{
+		Name: "07-no-keeper", Lesson: 7, File: "final/engine/supervise.go",
+		Old: `if !waitAttach && !exitsWithin(pid, keeperAfter) {`,
+		New: `if false && !exitsWithin(pid, keeperAfter) { // mutation: the supervisor never hands over`,
+		Why: "a detached container's supervisor stays as it was: no keeper takes over (and its setup's heap stays)",
+	},
 }
 
 // mutationLang is the language mutation i runs its lesson in: the

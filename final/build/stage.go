@@ -198,7 +198,7 @@ func (bd *build) plan(s *stage, c instructions.Command) (*plan, error) {
 		return meta("USER "+c.User, func(s *stage) { s.cfg.Config.User = c.User })
 	case *instructions.StopSignalCommand:
 		if _, err := changes.ParseSignal(c.Signal); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("STOPSIGNAL: %w", err)
 		}
 		return meta("STOPSIGNAL "+c.Signal, func(s *stage) { s.cfg.Config.StopSignal = c.Signal })
 	case *instructions.VolumeCommand:

@@ -69,7 +69,11 @@ func (p *progress) set(i int, status string) {
 }
 
 // bytes shows layer i's download: n of total bytes (terminal only).
-func (p *progress) bytes(i int, n, total int64) {
+func (p *progress) bytes(i int, n, total int64) { p.transfer(i, "Downloading", n, total) }
+
+// transfer shows layer i's transfer (Downloading, Pushing): n of total
+// bytes, at most every 100 ms (terminal only).
+func (p *progress) transfer(i int, verb string, n, total int64) {
 	if p.w == nil || !p.tty {
 		return
 	}
@@ -79,7 +83,7 @@ func (p *progress) bytes(i int, n, total int64) {
 		return
 	}
 	p.last = time.Now()
-	p.status[i] = "Downloading " + bar(n, total) + " " + HumanSize(n) + "/" + HumanSize(total)
+	p.status[i] = verb + " " + bar(n, total) + " " + HumanSize(n) + "/" + HumanSize(total)
 	p.redraw()
 }
 

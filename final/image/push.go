@@ -25,7 +25,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -499,16 +498,4 @@ func (p *progress) pushStatus(i int, status string) {
 }
 
 // pushBytes shows layer i's upload: n of total bytes (terminal only).
-func (p *progress) pushBytes(i int, n, total int64) {
-	if p.w == nil || !p.tty {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.last) < 100*time.Millisecond && n < total {
-		return
-	}
-	p.last = time.Now()
-	p.status[i] = "Pushing " + bar(n, total) + " " + HumanSize(n) + "/" + HumanSize(total)
-	p.redraw()
-}
+func (p *progress) pushBytes(i int, n, total int64) { p.transfer(i, "Pushing", n, total) }

@@ -73,22 +73,19 @@ type rootDir struct {
 // target opens (creating it if missing: a directory, or an empty file for
 // a file) the mount point dest inside the root, and checks where it landed.
 func (r rootDir) target(dest string, dir bool) (int, error) {
-	fd, err := openOrCreateInRoot(r.fd, dest, dir)
-	if err != nil {
-		return -1, err
-	}
-	if err := checkInside(fd, r.path); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return r.inside(openOrCreateInRoot(r.fd, dest, dir))
 }
 
 // mountRoot opens what dest names now that something is mounted there:
 // the root of that mount, which a remount or a change of propagation needs
 // (the descriptor target returned still names the directory below).
 func (r rootDir) mountRoot(dest string) (int, error) {
-	fd, err := openInRoot(r.fd, dest)
+	return r.inside(openInRoot(r.fd, dest))
+}
+
+// inside passes on what was opened if it lies inside the root, and
+// closes it otherwise.
+func (r rootDir) inside(fd int, err error) (int, error) {
 	if err != nil {
 		return -1, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/minibox-lab/minibox/final/build/changes"
 	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/internal/cleanup"
 )
@@ -161,7 +162,7 @@ func newKillCmd(s *streams) *cobra.Command {
 		Short: "Send a signal to containers (default SIGKILL)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sig, err := parseSignal(signal)
+			sig, err := changes.ParseSignal(signal)
 			if err != nil {
 				return err
 			}

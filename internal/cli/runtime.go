@@ -12,8 +12,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
+	"github.com/minibox-lab/minibox/final/build/changes"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
 
@@ -361,7 +360,7 @@ func newRuntimeKillCmd() *cobra.Command {
 			sig := unix.SIGTERM
 			if len(args) == 2 {
 				var err error
-				if sig, err = parseSignal(args[1]); err != nil {
+				if sig, err = changes.ParseSignal(args[1]); err != nil {
 					return err
 				}
 			}
@@ -370,21 +369,6 @@ func newRuntimeKillCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "signal every process of the container")
 	return cmd
-}
-
-// parseSignal reads 9, KILL or SIGKILL.
-func parseSignal(s string) (unix.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
-		return unix.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("signal %q: not a signal name or number", s)
 }
 
 func newRuntimeDeleteCmd() *cobra.Command {

@@ -335,14 +335,7 @@ var imageTools = []string{"docker-registry", "skopeo", "umoci", "curl"}
 
 // checkImageTools checks that every command lesson 6 runs is on PATH.
 func checkImageTools(h Host) Result {
-	var found, missing []string
-	for _, cmd := range imageTools {
-		if p, err := h.LookPath(cmd); err == nil {
-			found = append(found, p)
-		} else {
-			missing = append(missing, cmd)
-		}
-	}
+	found, missing := lookPaths(h, imageTools)
 	if len(missing) == 0 {
 		return Result{Status: OK, Detail: strings.Join(found, ", ")}
 	}
@@ -362,14 +355,7 @@ var engineTools = []string{"runc", "podman"}
 
 // checkEngineTools checks that every engine lesson 7 runs is on PATH.
 func checkEngineTools(h Host) Result {
-	var found, missing []string
-	for _, cmd := range engineTools {
-		if p, err := h.LookPath(cmd); err == nil {
-			found = append(found, p)
-		} else {
-			missing = append(missing, cmd)
-		}
-	}
+	found, missing := lookPaths(h, engineTools)
 	if len(missing) == 0 {
 		return Result{Status: OK, Detail: strings.Join(found, ", ")}
 	}
@@ -377,6 +363,19 @@ func checkEngineTools(h Host) Result {
 		Detail: strings.Join(missing, ", ") + " not found: lesson 7 runs the engine's bundle on runc and the image minibox built on podman",
 		Fix: "apt-get install " + strings.Join(missing, " ") + " (Debian/Ubuntu), or sudo scripts/install-prereqs.sh, which installs every package the lessons need" +
 			"\nFedora: dnf install " + strings.Join(missing, " ")}
+}
+
+// lookPaths looks each command up on PATH: the paths of those found, the
+// names of those missing.
+func lookPaths(h Host, cmds []string) (found, missing []string) {
+	for _, cmd := range cmds {
+		if p, err := h.LookPath(cmd); err == nil {
+			found = append(found, p)
+		} else {
+			missing = append(missing, cmd)
+		}
+	}
+	return found, missing
 }
 
 // imageToolsFix says how to install the missing image tools: the Debian

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // StartHtpasswd runs the real docker-registry, as Start does, but
@@ -64,22 +63,7 @@ func bcryptHash(password string) (string, error) {
 // basic challenge (realm "registrytest": ours, not a program that took the
 // port first), it exits, or startTimeout passes.
 func waitChallenge(addr string, exited <-chan error) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(startTimeout)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-exited:
-			return fmt.Errorf("docker-registry exited before answering: %v", err)
-		default:
-		}
-		resp, err := client.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == `Basic realm="registrytest"` {
-				return nil
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("docker-registry did not ask for basic authentication at http://%s/v2/ within %v", addr, startTimeout)
+	return pollV2(addr, exited, "ask for basic authentication at", func(resp *http.Response) bool {
+		return resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == `Basic realm="registrytest"`
+	})
 }

@@ -170,6 +170,14 @@ http:
 // waitReady polls GET /v2/ until our registry answers, it exits, or
 // startTimeout passes.
 func waitReady(addr, id string, exited <-chan error) error {
+	return pollV2(addr, exited, "answer GET", func(resp *http.Response) bool {
+		return resp.StatusCode == http.StatusOK && resp.Header.Get("X-Registrytest-Id") == id
+	})
+}
+
+// pollV2 polls GET http://addr/v2/ until ours says the registry is up,
+// the registry exits, or startTimeout passes (then: "did not <what>").
+func pollV2(addr string, exited <-chan error, what string, ours func(*http.Response) bool) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(startTimeout)
 	for time.Now().Before(deadline) {
@@ -181,13 +189,13 @@ func waitReady(addr, id string, exited <-chan error) error {
 		resp, err := client.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && resp.Header.Get("X-Registrytest-Id") == id {
+			if ours(resp) {
 				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("docker-registry did not answer GET http://%s/v2/ within %v", addr, startTimeout)
+	return fmt.Errorf("docker-registry did not %s http://%s/v2/ within %v", what, addr, startTimeout)
 }
 
 // stopProcess sends SIGTERM, then SIGKILL if the process has not exited

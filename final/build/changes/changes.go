@@ -96,7 +96,7 @@ func apply(cfg *ocispec.ImageConfig, change string) error {
 		}
 	case *instructions.StopSignalCommand:
 		if _, err := ParseSignal(c.Signal); err != nil {
-			return err
+			return fmt.Errorf("STOPSIGNAL: %w", err)
 		}
 		cfg.StopSignal = c.Signal
 	default:
@@ -159,7 +159,8 @@ func ExposedPorts(words []string) ([]string, error) {
 	return ports, nil
 }
 
-// ParseSignal reads STOPSIGNAL's value: a name (SIGTERM, TERM) or number.
+// ParseSignal reads a signal as docker takes it (STOPSIGNAL's value, kill
+// -s): a name (SIGTERM, TERM) or a number.
 func ParseSignal(s string) (unix.Signal, error) {
 	if n, err := strconv.Atoi(s); err == nil && n > 0 && n < 65 {
 		return unix.Signal(n), nil
@@ -171,5 +172,5 @@ func ParseSignal(s string) (unix.Signal, error) {
 	if sig := unix.SignalNum(name); sig != 0 {
 		return sig, nil
 	}
-	return 0, fmt.Errorf("STOPSIGNAL %s: not a signal name or number", s)
+	return 0, fmt.Errorf("signal %q: not a signal name or number", s)
 }
