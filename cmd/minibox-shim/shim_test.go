@@ -50,6 +50,14 @@ func binaries(t *testing.T) (minibox, shim string) {
 	return filepath.Join(binDir, "minibox"), filepath.Join(binDir, runtime.ShimName)
 }
 
+// No cgo (as make build): a start pays for no dynamic loader and no cgo
+// runtime, whose threads and C library also cost each supervisor memory.
+func TestBinariesAreStatic(t *testing.T) {
+	minibox, shim := binaries(t)
+	testenv.RequireStatic(t, minibox)
+	testenv.RequireStatic(t, shim)
+}
+
 // The point of the shim: none of the lesson renderer's start-up work.
 func TestShimLinksNoLessonRenderer(t *testing.T) {
 	_, shim := binaries(t)
@@ -237,6 +245,7 @@ func TestShimOfAnotherBuildIsIgnored(t *testing.T) {
 	require.NoError(t, os.WriteFile(other, data, 0o755))
 	build := exec.Command("go", "build", "-ldflags=-X github.com/minibox-lab/minibox/final/runtime.SourceID=other",
 		"-o", filepath.Join(dir, runtime.ShimName), ".")
+	build.Env = append(os.Environ(), testenv.StaticBuild) // only SourceID differs
 	built, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", built)
 

@@ -113,6 +113,7 @@ func TestLessonsBinaryMissingOrOfAnotherBuild(t *testing.T) {
 
 	build := exec.Command("go", "build", "-ldflags=-X github.com/minibox-lab/minibox/final/runtime.SourceID=other",
 		"-o", filepath.Join(dir, cli.LessonsBinary), "../minibox-lessons")
+	build.Env = append(os.Environ(), testenv.StaticBuild) // only SourceID differs
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	_, stderr, code := run(t, alone, "lessons")

@@ -203,6 +203,9 @@ func TestSudoBuildsAsTheInvokingUser(t *testing.T) {
 	t.Setenv("GOPROXY", proxy)
 	out, err := runMake(t, src, "build")
 	require.NoError(t, err, out)
+	for _, bin := range []string{"minibox", "minibox-shim", "minibox-lessons"} {
+		testenv.RequireStatic(t, filepath.Join(src, "bin", bin))
+	}
 	var log bytes.Buffer
 	require.NoError(t, stages.Build(context.Background(), src, t.TempDir(), list, &log))
 	assert.NotContains(t, log.String(), "building as root")

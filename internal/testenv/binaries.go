@@ -1,10 +1,13 @@
 package testenv
 
 import (
+	"debug/buildinfo"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // BuildMinibox builds the minibox command and its companions into dir,
@@ -18,6 +21,10 @@ import (
 func BuildMinibox(goTool, dir string) (string, error) {
 	return BuildMiniboxFrom(goTool, "", dir)
 }
+
+// StaticBuild is the environment entry every build of minibox's binaries
+// gets, as the Makefile exports it: no cgo, static binaries.
+const StaticBuild = "CGO_ENABLED=0"
 
 // BuildMiniboxFrom is BuildMinibox from the module in the directory src
 // ("" for the module the caller runs in), such as a mutated copy of the
@@ -40,8 +47,34 @@ func BuildMiniboxFrom(goTool, src, dir string) (string, error) {
 		"github.com/minibox-lab/minibox/cmd/minibox-shim",
 		"github.com/minibox-lab/minibox/cmd/minibox-lessons")
 	cmd.Dir = src
+	cmd.Env = append(os.Environ(), StaticBuild)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-lessons: %w\n%s", err, out)
 	}
 	return filepath.Join(dir, "minibox"), nil
+}
+
+// RequireStatic fails the test unless the binary at path was built
+// without cgo and needs no dynamic loader: no PT_INTERP program header.
+func RequireStatic(t testing.TB, path string) {
+	t.Helper()
+	info, err := buildinfo.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	for _, s := range info.Settings {
+		if s.Key == "CGO_ENABLED" && s.Value != "0" {
+			t.Errorf("%s was built with CGO_ENABLED=%s; minibox's binaries are built with %s", path, s.Value, StaticBuild)
+		}
+	}
+	f, err := elf.Open(path)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked (it has an ELF interpreter); minibox's binaries are static", path)
+		}
+	}
 }
