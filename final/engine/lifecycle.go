@@ -178,6 +178,12 @@ func (e *Engine) remove(c *Container, volumes bool) error {
 	// What a supervisor killed while starting the container left (its
 	// runtime state, cgroup, network), if anything.
 	e.recoverOrphan(c)
+	return e.removeStopped(c, volumes)
+}
+
+// removeStopped is remove once nothing of the container runs or holds a
+// network or a runtime state any longer (its supervisor has undone them).
+func (e *Engine) removeStopped(c *Container, volumes bool) error {
 	if err := e.unmountRootfs(c); err != nil {
 		return fmt.Errorf("rm %s: %w", c.Name, err)
 	}

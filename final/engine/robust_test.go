@@ -32,16 +32,27 @@ func miniboxCgroups(t *testing.T) []string {
 }
 
 // 50 run --rm with the bridge network and a memory limit leave nothing:
-// no mount, cgroup, veth, rule, lease or directory.
+// no mount, cgroup, veth, rule, lease or directory. Each is gone when its
+// run returns (the supervisor removes it before it sends the exit status),
+// the runtime's state and cgroup too, which the supervisor deletes beside
+// the rest of the teardown.
 func TestManyRunRmCyclesLeaveNothing(t *testing.T) {
 	e := newEnv(t)
 	groups := miniboxCgroups(t)
 	const cycles = 50
 	start := time.Now()
 	for i := 0; i < cycles; i++ {
-		out, stderr, code := e.mb("run", "--rm", "-m", "32m", "-p", "18090:80", e.ref, "sh", "-c", "ip -o -4 addr show eth0 | grep -c 10.89.0")
+		out, stderr, code := e.mb("run", "--rm", "--name", "cycle", "-m", "32m", "-p", "18090:80", e.ref, "sh", "-c", "hostname; ip -o -4 addr show eth0 | grep -c 10.89.0")
 		require.Equal(t, 0, code, "cycle %d: %s", i, stderr)
-		require.Equal(t, "1\n", out, "cycle %d: the container had its address", i)
+		short, count, _ := strings.Cut(out, "\n")
+		require.Equal(t, "1\n", count, "cycle %d: the container had its address", i)
+		for _, g := range []string{"memory", "pids", "cpu", "unified", ""} {
+			require.NoDirExists(t, filepath.Join("/sys/fs/cgroup", g, "minibox", short), "cycle %d: run returned before its cgroup went", i)
+		}
+		for _, dir := range []string{"engine/containers", "engine/runtime"} {
+			entries, _ := os.ReadDir(filepath.Join(e.root, dir))
+			require.Empty(t, entries, "cycle %d: run returned before %s was empty", i, dir)
+		}
 	}
 	t.Logf("%d run --rm cycles in %v", cycles, time.Since(start).Round(time.Millisecond))
 	assert.Empty(t, e.ids())
