@@ -27,12 +27,14 @@ export HOME := $(shell getent passwd 0 | cut -d: -f6)
 endif
 endif
 
-# minibox has two companions, built next to it and found there: bin/minibox-shim,
-# the small binary each container's supervisor and init run (cmd/minibox-shim),
-# and bin/minibox-lessons, which runs minibox lesson and minibox lessons
-# (cmd/minibox-lessons: the lesson renderer's start-up stays out of minibox).
-# Installed elsewhere, the three must stay side by side (without its shim,
-# minibox runs containers itself, slower; without minibox-lessons, no lessons).
+# minibox has three companions, built next to it and found there:
+# bin/minibox-shim, the small binary each container's supervisor runs
+# (cmd/minibox-shim), bin/minibox-init, the smaller one each container's init
+# runs (cmd/minibox-init), and bin/minibox-lessons, which runs minibox lesson
+# and minibox lessons (cmd/minibox-lessons: the lesson renderer's start-up
+# stays out of minibox). Installed elsewhere, the four must stay side by side
+# (without shim and init, minibox runs containers itself, slower; without
+# minibox-lessons, no lessons).
 BIN := bin/minibox
 LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md)))
 
@@ -45,7 +47,7 @@ LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md))
 # Under sudo, build as the invoking user (scripts/as-invoking-user.sh): bin/
 # stays theirs and the build uses their warm Go caches, so it works offline.
 # A bin/ left root's by an older minibox is given back first.
-# The three binaries in one go build, stamped with a hash of the source tree
+# The four binaries in one go build, stamped with a hash of the source tree
 # (final/runtime.SourceID): minibox uses only companions of exactly its own
 # build, and a plain go build of a modified tree cannot tell two states of
 # it apart.
@@ -56,7 +58,7 @@ build:
 	fi
 	bash scripts/as-invoking-user.sh $(GO) build \
 		-ldflags "-X github.com/minibox-lab/minibox/final/runtime.SourceID=$(SOURCE_ID)" \
-		-o bin/ ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-lessons
+		-o bin/ ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-init ./cmd/minibox-lessons
 
 prereqs:
 	@GO=$(GO) bash scripts/install-prereqs.sh

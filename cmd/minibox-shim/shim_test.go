@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// binaries builds minibox and minibox-shim side by side, once.
+// binaries builds minibox and its companions side by side, once.
 func binaries(t *testing.T) (minibox, shim string) {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -56,6 +56,29 @@ func TestBinariesAreStatic(t *testing.T) {
 	minibox, shim := binaries(t)
 	testenv.RequireStatic(t, minibox)
 	testenv.RequireStatic(t, shim)
+	testenv.RequireStatic(t, initBinary(t))
+}
+
+// initBinary is the minibox-init that binaries built.
+func initBinary(t *testing.T) string {
+	minibox, _ := binaries(t)
+	return filepath.Join(filepath.Dir(minibox), runtime.InitName)
+}
+
+// The init starts once per container, before the container's program:
+// it links the runtime and nothing of the engine (the image store, the
+// registry client, HTTP, compression), whose package inits took ~2 ms
+// of each start.
+func TestInitLinksOnlyTheRuntime(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../minibox-init").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	for _, pkg := range strings.Fields(string(out)) {
+		for _, heavy := range []string{"github.com/minibox-lab/minibox/final/engine", "github.com/minibox-lab/minibox/final/image",
+			"github.com/minibox-lab/minibox/final/network", "net/http", "github.com/klauspost/compress", "github.com/opencontainers/go-digest"} {
+			require.False(t, pkg == heavy || strings.HasPrefix(pkg, heavy+"/"),
+				"minibox-init links %s: its init runs at every container start", pkg)
+		}
+	}
 }
 
 // The point of the shim: none of the lesson renderer's start-up work.
@@ -184,16 +207,17 @@ func fileHash(t *testing.T, path string) [32]byte {
 // the container's init runs, a process takes an O_PATH handle on
 // /proc/INIT/exe (what a process in the container sharing its PID
 // namespace, or a `#!/proc/self/exe` program, can do); once the init has
-// executed the container's program, nothing executes the host's shim any
-// more, and the handle is reopened for writing. That must fail, and the
-// shim's bytes must be unchanged. Without selfexe.go's sealing the
-// reopen succeeds on the host's minibox-shim (checked by building with it
-// removed: the test then fails at "the host's binary").
+// executed the container's program, nothing executes the host's
+// minibox-init any more, and the handle is reopened for writing. That must
+// fail, and the binary's bytes must be unchanged. Without selfexe.go's
+// sealing the reopen succeeds on the host's binary (checked by building
+// with it removed: the test then fails at "the host's binary").
 func TestInitCannotOverwriteTheHostBinary(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.CheckLeaks(t)
-	minibox, shim := binaries(t)
-	before := fileHash(t, shim)
+	minibox, _ := binaries(t)
+	host := initBinary(t)
+	before := fileHash(t, host)
 	b := bundle(t, "/bin/true")
 	state := t.TempDir()
 	id := "sealed-exe-test"
@@ -206,12 +230,12 @@ func TestInitCannotOverwriteTheHostBinary(t *testing.T) {
 	handle, err := os.OpenFile(fmt.Sprintf("/proc/%d/exe", pid), unix.O_PATH, 0)
 	require.NoError(t, err)
 	defer handle.Close()
-	var got, host unix.Stat_t
+	var got, want unix.Stat_t
 	require.NoError(t, unix.Fstat(int(handle.Fd()), &got))
-	require.NoError(t, unix.Stat(shim, &host))
-	require.Equal(t, host.Size, got.Size, "the init must be the shim (a sealed copy of it), not minibox")
-	require.False(t, got.Dev == host.Dev && got.Ino == host.Ino,
-		"the container's init runs the host's binary itself (%s): CVE-2019-5736", shim)
+	require.NoError(t, unix.Stat(host, &want))
+	require.Equal(t, want.Size, got.Size, "the init must be minibox-init (a sealed copy of it), not minibox or minibox-shim")
+	require.False(t, got.Dev == want.Dev && got.Ino == want.Ino,
+		"the container's init runs the host's binary itself (%s): CVE-2019-5736", host)
 
 	out, err = runtimeCmd(t, minibox, state, "start", id)
 	require.NoError(t, err, "%s", out)
@@ -227,13 +251,13 @@ func TestInitCannotOverwriteTheHostBinary(t *testing.T) {
 	require.Error(t, err, "the init's binary could be written through /proc/PID/exe")
 	require.True(t, os.IsPermission(err) || strings.Contains(err.Error(), "read-only file system"),
 		"want EROFS (overlay) or EPERM (sealed memfd), got %v", err)
-	require.Equal(t, before, fileHash(t, shim), "the host's minibox-shim changed")
+	require.Equal(t, before, fileHash(t, host), "the host's minibox-init changed")
 	out, err = runtimeCmd(t, minibox, state, "delete", id)
 	require.NoError(t, err, "%s", out)
 }
 
-// A shim of another build is not used: minibox runs its own `runtime
-// init` instead (slower, never wrong).
+// A shim and an init of another build are not used: minibox runs its own
+// `runtime init` instead (slower, never wrong).
 func TestShimOfAnotherBuildIsIgnored(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.CheckLeaks(t)
@@ -244,7 +268,7 @@ func TestShimOfAnotherBuildIsIgnored(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(other, data, 0o755))
 	build := exec.Command("go", "build", "-ldflags=-X github.com/minibox-lab/minibox/final/runtime.SourceID=other",
-		"-o", filepath.Join(dir, runtime.ShimName), ".")
+		"-o", dir+"/", ".", "../minibox-init")
 	build.Env = append(os.Environ(), testenv.StaticBuild) // only SourceID differs
 	built, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", built)
@@ -259,7 +283,7 @@ func TestShimOfAnotherBuildIsIgnored(t *testing.T) {
 	var got, self unix.Stat_t
 	require.NoError(t, unix.Stat(fmt.Sprintf("/proc/%d/exe", pid), &got))
 	require.NoError(t, unix.Stat(other, &self))
-	require.Equal(t, self.Size, got.Size, "a shim of another build ran as the init")
+	require.Equal(t, self.Size, got.Size, "a shim or an init of another build ran as the init")
 	out, err = runtimeCmd(t, other, state, "delete", "--force", id)
 	require.NoError(t, err, "%s", out)
 }

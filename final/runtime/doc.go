@@ -16,9 +16,11 @@
 // A program that embeds the runtime must call Init first thing when IsInit
 // is true: Create re-executes the running binary (/proc/self/exe) as
 // `minibox runtime init`, the container's init, exactly as runc re-executes
-// itself as `runc init` — or rather minibox-shim, the small binary next to
-// it when there is one of the same build (Shim), and always through a
-// sealed copy that the container cannot write (selfexe.go: CVE-2019-5736). Create returns the init's PID; it is the caller's
+// itself as `runc init` — or rather minibox-init (only the runtime) or
+// minibox-shim (the runtime and the engine), small binaries next to it,
+// when there is one of the same build (selfexe.go's initBinary), and
+// always through a sealed copy that the container cannot write
+// (selfexe.go: CVE-2019-5736). Create returns the init's PID; it is the caller's
 // child, and the caller may wait for it (unix.Wait4) to learn the exit
 // status; Delete reaps it otherwise.
 //

@@ -2,18 +2,19 @@ package runtime
 
 // Which binary becomes a container's init, and how it is protected.
 //
-// # The small binary
+// # The small binaries
 //
 // Every container costs two executions of a minibox binary (its
 // supervisor, `supervise ID`, and its init, `runtime init`), and each pays
 // the Go start-up of everything that binary links, and a supervisor keeps
 // its heap for the container's whole life. The minibox CLI links cobra
-// and every command: so both are run from minibox-shim (cmd/minibox-shim),
-// a small binary that links only the engine and the runtime and is
-// installed next to minibox. Shim finds it
-// (Companion: the lesson commands' minibox-lessons is found the same way).
-// Without a shim, or with one from another build, minibox uses itself:
-// slower, never wrong.
+// and every command: so the supervisor runs from minibox-shim
+// (cmd/minibox-shim), a small binary that links only the engine and the
+// runtime, and the init from minibox-init (cmd/minibox-init), which links
+// only the runtime; make build installs both next to minibox. Shim and
+// initBinary find them (Companion: the lesson commands' minibox-lessons
+// is found the same way). Without them, or with ones from another build,
+// minibox uses itself: slower, never wrong.
 //
 // # CVE-2019-5736: the container must not reach the host's binary
 //
@@ -74,6 +75,10 @@ import (
 
 // ShimName is the small binary's name, looked for next to the running one.
 const ShimName = "minibox-shim"
+
+// InitName is the smallest one's, the container's init alone
+// (cmd/minibox-init): it links only this package.
+const InitName = "minibox-init"
 
 // SourceID identifies the source tree the binary was built from. The
 // Makefile sets it at link time (-X) to a hash of every Go file, go.mod
@@ -184,13 +189,27 @@ func moduleVersion(m *debug.Module) string {
 	return m.Version + " " + m.Sum
 }
 
+var (
+	initOnce sync.Once
+	initPath string
+)
+
 // initBinary is the binary a container's init is executed from: the
-// shim if there is one of this build, else the running binary.
+// first of minibox-init, minibox-shim (both looked for next to the
+// running binary, and only of this build) and the running binary itself.
+// The smaller the binary, the sooner the init runs: each start pays the
+// inits of every package the binary links.
 func initBinary() string {
-	if shim, err := Shim(); err == nil {
-		return shim
-	}
-	return "/proc/self/exe"
+	initOnce.Do(func() {
+		if path, err := Companion(InitName); err == nil {
+			initPath = path
+		} else if shim, err := Shim(); err == nil {
+			initPath = shim
+		} else {
+			initPath = "/proc/self/exe"
+		}
+	})
+	return initPath
 }
 
 // minSealedFD keeps the sealed binary's descriptor out of the range that

@@ -203,7 +203,7 @@ func TestSudoBuildsAsTheInvokingUser(t *testing.T) {
 	t.Setenv("GOPROXY", proxy)
 	out, err := runMake(t, src, "build")
 	require.NoError(t, err, out)
-	for _, bin := range []string{"minibox", "minibox-shim", "minibox-lessons"} {
+	for _, bin := range []string{"minibox", "minibox-shim", "minibox-init", "minibox-lessons"} {
 		testenv.RequireStatic(t, filepath.Join(src, "bin", bin))
 	}
 	var log bytes.Buffer
