@@ -319,8 +319,8 @@ var lessonMutations = []mutate.Mutation{
 	},
 	{
 		Name: "07-rm-keeps-container", Lesson: 7, File: "final/engine/supervise.go",
-		Old: `if err == nil && c.Config.AutoRemove {`,
-		New: `if false && c.Config.AutoRemove { // mutation: --rm is recorded, never done`,
+		Old: `if s.c.Config.AutoRemove {`,
+		New: `if false && s.c.Config.AutoRemove { // mutation: --rm is recorded, never done`,
 		Why: "the supervisor ignores --rm: a run --rm container stays in ps -a after it exits",
 	},
 	{
