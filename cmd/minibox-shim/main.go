@@ -44,7 +44,7 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 
-const usage = "usage: minibox-shim supervise --root DIR [--wait-attach] ID | runtime init\n" +
+const usage = "usage: minibox-shim supervise --root DIR ID | runtime init\n" +
 	"(minibox starts it for each container; it is not a command of its own)"
 
 func run(args []string, stderr io.Writer) int {
@@ -52,23 +52,23 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, usage)
 		return 2
 	}
-	root, id, waitAttach, err := superviseArgs(args[1:])
+	root, id, err := superviseArgs(args[1:])
 	if err != nil {
 		fmt.Fprintf(stderr, "minibox-shim supervise: %v\n%s\n", err, usage)
 		return 2
 	}
 	// fd 3 is the pipe on which engine.Start waits for "ok" or "error: …".
 	ready := os.NewFile(3, "ready")
-	if err := supervise(root, id, waitAttach, ready); err != nil {
+	if err := supervise(root, id, ready); err != nil {
 		fmt.Fprintf(stderr, "minibox supervise: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-// superviseArgs parses what engine.Start passes: --root DIR, the id, and
-// --wait-attach, in any order (the same as the cobra command of minibox).
-func superviseArgs(args []string) (root, id string, waitAttach bool, err error) {
+// superviseArgs parses what engine.Prestart passes: --root DIR and the id,
+// in any order (the same as the cobra command of minibox).
+func superviseArgs(args []string) (root, id string, err error) {
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; {
 		case a == "--root" && i+1 < len(args):
@@ -76,24 +76,22 @@ func superviseArgs(args []string) (root, id string, waitAttach bool, err error) 
 			i++
 		case len(a) > len("--root=") && a[:len("--root=")] == "--root=":
 			root = a[len("--root="):]
-		case a == "--wait-attach":
-			waitAttach = true
 		case id == "" && a != "" && a[0] != '-':
 			id = a
 		default:
-			return "", "", false, fmt.Errorf("unexpected argument %q", a)
+			return "", "", fmt.Errorf("unexpected argument %q", a)
 		}
 	}
 	switch {
 	case root == "":
-		return "", "", false, errors.New("--root DIR is required (the data root)")
+		return "", "", errors.New("--root DIR is required (the data root)")
 	case id == "":
-		return "", "", false, errors.New("the container ID is required")
+		return "", "", errors.New("the container ID is required")
 	}
-	return root, id, waitAttach, nil
+	return root, id, nil
 }
 
-func supervise(root, id string, waitAttach bool, ready *os.File) error {
+func supervise(root, id string, ready *os.File) error {
 	if os.Geteuid() != 0 {
 		err := errors.New("a supervisor needs root")
 		fmt.Fprintf(ready, "error: %v\n", err)
@@ -104,5 +102,5 @@ func supervise(root, id string, waitAttach bool, ready *os.File) error {
 		fmt.Fprintf(ready, "error: %v\n", err)
 		return err
 	}
-	return e.Supervise(id, ready, waitAttach)
+	return e.Supervise(id, ready)
 }

@@ -138,16 +138,18 @@ func TestShimStartCompilesNoNameRules(t *testing.T) {
 }
 
 func TestSuperviseArgs(t *testing.T) {
-	root, id, wait, err := superviseArgs([]string{"--root", "/r", "abc", "--wait-attach"})
+	root, id, err := superviseArgs([]string{"--root", "/r", "abc"})
 	require.NoError(t, err)
-	require.Equal(t, []any{"/r", "abc", true}, []any{root, id, wait})
-	root, id, wait, err = superviseArgs([]string{"--root=/r", "abc"})
+	require.Equal(t, []string{"/r", "abc"}, []string{root, id})
+	root, id, err = superviseArgs([]string{"abc", "--root=/r"})
 	require.NoError(t, err)
-	require.Equal(t, []any{"/r", "abc", false}, []any{root, id, wait})
-	_, _, _, err = superviseArgs([]string{"abc"})
+	require.Equal(t, []string{"/r", "abc"}, []string{root, id})
+	_, _, err = superviseArgs([]string{"abc"})
 	require.ErrorContains(t, err, "--root")
-	_, _, _, err = superviseArgs([]string{"--root", "/r", "a", "b"})
+	_, _, err = superviseArgs([]string{"--root", "/r", "a", "b"})
 	require.ErrorContains(t, err, `"b"`)
+	_, _, err = superviseArgs([]string{"--root", "/r", "--wait-attach", "a"})
+	require.ErrorContains(t, err, `"--wait-attach"`, "the word to wait for a client comes on descriptor 4 now")
 	var stderr bytes.Buffer
 	require.Equal(t, 2, run([]string{"lesson"}, &stderr))
 	require.Contains(t, stderr.String(), "usage: minibox-shim")

@@ -92,8 +92,9 @@ func (e *Engine) containerDir(id string) string {
 	return filepath.Join(e.Root, "engine", "containers", id)
 }
 
-// newID is 64 random hex digits, as docker's.
-func newID() string {
+// NewID is a new container's id: 64 random hex digits, as docker's. A
+// caller that needs it before Create (Prestart) passes it in Options.ID.
+func NewID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)

@@ -19,20 +19,10 @@ import (
 func TestSupervisorKilledWhileStarting(t *testing.T) {
 	e := newEnv(t)
 	id := strings.TrimSpace(e.ok("create", "--name", "halfway", "-p", "18094:80", e.ref, "sleep", "1000"))
-	// The supervisor as Start runs it, held before the runtime by
-	// --wait-attach: it has said "listening", so everything but the
+	// The supervisor as Start runs it, held before the runtime by the
+	// word "attach": it has said "listening", so everything but the
 	// container itself is made.
-	r, w, err := os.Pipe()
-	require.NoError(t, err)
-	defer r.Close()
-	cmd := exec.Command(bin, "supervise", "--root", e.root, "--wait-attach", id)
-	cmd.ExtraFiles = []*os.File{w}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	require.NoError(t, cmd.Start())
-	w.Close()
-	line, err := bufio.NewReader(r).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "listening\n", line)
+	cmd := superviseUntilListening(t, e, id)
 	require.NotEmpty(t, leftovers(t, e, id), "the supervisor made its mount and network")
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
@@ -47,21 +37,36 @@ func TestSupervisorKilledWhileStarting(t *testing.T) {
 
 	// Killed the same way, then removed without a start: rm undoes it.
 	id = strings.TrimSpace(e.ok("create", "--name", "halfway", "-p", "18094:80", e.ref, "sleep", "1000"))
-	r2, w2, err := os.Pipe()
-	require.NoError(t, err)
-	defer r2.Close()
-	cmd = exec.Command(bin, "supervise", "--root", e.root, "--wait-attach", id)
-	cmd.ExtraFiles = []*os.File{w2}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	require.NoError(t, cmd.Start())
-	w2.Close()
-	line, err = bufio.NewReader(r2).ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "listening\n", line)
+	cmd = superviseUntilListening(t, e, id)
 	require.NoError(t, cmd.Process.Kill())
 	_ = cmd.Wait()
 	e.ok("rm", "halfway")
 	assert.Empty(t, leftovers(t, e, id), "left after rm")
+}
+
+// superviseUntilListening starts container id's supervisor as
+// engine.Prestart does and tells it "attach", and returns once it has
+// said "listening" (it waits for a client then).
+func superviseUntilListening(t *testing.T, e *env, id string) *exec.Cmd {
+	t.Helper()
+	ready, readyEnd, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { ready.Close() })
+	goAheadEnd, goAhead, err := os.Pipe()
+	require.NoError(t, err)
+	t.Cleanup(func() { goAhead.Close() })
+	cmd := exec.Command(bin, "supervise", "--root", e.root, id)
+	cmd.ExtraFiles = []*os.File{readyEnd, goAheadEnd}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	require.NoError(t, cmd.Start())
+	readyEnd.Close()
+	goAheadEnd.Close()
+	_, err = goAhead.WriteString("attach\n")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(ready).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "listening\n", line)
+	return cmd
 }
 
 // A create killed between taking a name and writing the record leaves

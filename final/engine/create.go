@@ -41,6 +41,7 @@ type Options struct {
 	Ports       []string
 	Volumes     []string
 	Pull        io.Writer // where a missing image's pull reports; nil: do not pull
+	ID          string    // the container's id (NewID); "": a new one
 }
 
 // nameRule is docker's rule for a container's name.
@@ -60,7 +61,10 @@ func (e *Engine) Create(ctx context.Context, o Options) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Container{ID: newID(), Created: time.Now().UTC(), Image: o.Image, ImageID: img.FullID().String(), ImageDigest: img.Digest.String()}
+	if o.ID == "" {
+		o.ID = NewID()
+	}
+	c := &Container{ID: o.ID, Created: time.Now().UTC(), Image: o.Image, ImageID: img.FullID().String(), ImageDigest: img.Digest.String()}
 	c.Config, err = o.config(img)
 	if err != nil {
 		return nil, err
@@ -111,6 +115,9 @@ func (e *Engine) makeContainer(c *Container, name string) (err error) {
 
 // check rejects bad flag values before anything is made.
 func (o *Options) check() error {
+	if o.ID != "" && !isID(o.ID) {
+		return fmt.Errorf("container id %q: expected 64 hex digits (NewID)", o.ID)
+	}
 	if o.Name != "" && !nameRule.MatchString(o.Name) {
 		return fmt.Errorf("--name %q: expected letters, digits, _ . - (starting with a letter or digit)", o.Name)
 	}

@@ -5,71 +5,30 @@ package engine
 // it works from any minibox process, whichever one started the container.
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/minibox-lab/minibox/final/runtime"
 	"golang.org/x/sys/unix"
 )
 
 // Start hands a created or exited container to a new supervisor and
 // returns once it runs (or failed to). With attach, the container starts
 // only once attach (called with the container's id) has connected.
-func (e *Engine) Start(id string, attach func(id string) error) error {
-	c, err := e.Get(id)
+func (e *Engine) Start(ref string, attach func(id string) error) error {
+	c, err := e.Get(ref)
 	if err != nil {
 		return err
 	}
-	if c.State.Status == "running" {
-		return fmt.Errorf("container %s is already running", c.Name)
-	}
-	r, w, err := os.Pipe()
+	sup, err := e.Prestart(c.ID)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	args := []string{"supervise", "--root", e.Root, c.ID}
-	if attach != nil {
-		args = append(args, "--wait-attach")
-	}
-	cmd := exec.Command(e.Self, args...)
-	cmd.ExtraFiles = []*os.File{w} // fd 3: the supervisor's reports
-	// Nothing else of ours: a descriptor our caller left us would be held
-	// open by the supervisor for the container's life (a pipe whose
-	// reader waits for its end), and passed on to the container.
-	runtime.CloseOnExecFrom(3)
-	// A session of its own: no terminal, no Ctrl-C of ours reaches it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		return fmt.Errorf("start the supervisor: %w", err)
-	}
-	go cmd.Wait() //nolint:errcheck // reaped if we are still here when it ends
-	lines := bufio.NewScanner(r)
-	for lines.Scan() {
-		line := lines.Text()
-		switch {
-		case line == "listening" && attach != nil:
-			if err := attach(c.ID); err != nil {
-				return err
-			}
-		case line == "ok":
-			return nil
-		case strings.HasPrefix(line, "error: "):
-			return errors.New(strings.TrimPrefix(line, "error: "))
-		}
-	}
-	return fmt.Errorf("the supervisor of %s ended without a word", c.Name)
+	return sup.Start(attach)
 }
 
 // Kill sends sig to the container's processes.

@@ -160,6 +160,10 @@ func TestRunBadFlags(t *testing.T) {
 	assert.NotEqual(t, 0, code)
 	assert.Contains(t, stderr, "minibox/no-such-image")
 	assert.Empty(t, e.ids(), "a refused run made a container")
+	// run starts the supervisor beside the create (engine.Prestart): with
+	// no container to come, it ends.
+	assert.Eventually(t, func() bool { return len(supervisorsOf(e.root)) == 0 }, 5*time.Second, 20*time.Millisecond,
+		"a refused run left its supervisor: %v", supervisorsOf(e.root))
 	names, _ := os.ReadDir(filepath.Join(e.root, "engine", "names"))
 	assert.Empty(t, names)
 }
@@ -198,4 +202,19 @@ func TestPs(t *testing.T) {
 	assert.Equal(t, map[string]string{"up": "running", "down": "exited", "fresh": "created"}, status)
 	_, _, code = e.mb("ps", "--format", "yaml")
 	assert.NotEqual(t, 0, code)
+}
+
+// supervisorsOf lists the supervisor processes of data root root, as
+// "PID ARGS".
+func supervisorsOf(root string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, d := range entries {
+		data, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		args := strings.Split(string(data), "\x00")
+		if err == nil && len(args) > 3 && args[1] == "supervise" && args[3] == root {
+			out = append(out, d.Name()+" "+strings.Join(args, " "))
+		}
+	}
+	return out
 }

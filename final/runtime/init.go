@@ -29,7 +29,8 @@ const (
 
 // bootstrap is what Create sends the init.
 type bootstrap struct {
-	Spec      *specs.Spec `json:"spec"`
+	Init      *initSpec   `json:"spec"` // what of the spec the init reads (initspec.go)
+	Spec      *specs.Spec `json:"-"`    // Init as a spec, once the init has it
 	Bundle    string      `json:"bundle"`
 	Rootfs    string      `json:"rootfs"`
 	ParentMnt string      `json:"parentMnt"`
@@ -70,10 +71,15 @@ func Init() {
 	}
 	sync := os.NewFile(syncFD, "init-sync")
 	var boot bootstrap
-	if err := json.NewDecoder(sync).Decode(&boot); err != nil {
+	err := json.NewDecoder(sync).Decode(&boot)
+	if err == nil && (boot.Init == nil || boot.Init.Process == nil || boot.Init.Root == nil) {
+		err = errors.New("no process or root in it")
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "minibox runtime init: read the config: %v\n", err)
 		os.Exit(1)
 	}
+	boot.Spec = boot.Init.spec()
 	// Into the container's cgroups first (v1; v2 forked us there), so
 	// that what follows is charged to them and a new cgroup namespace
 	// has the container's group as its root.

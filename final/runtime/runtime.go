@@ -220,7 +220,7 @@ func (c *creation) run(consoleSocket string) error {
 	childSock.Close()
 	done()
 	mnt, _ := os.Readlink("/proc/self/ns/mnt")
-	boot := bootstrap{Spec: c.spec, Bundle: c.bundle, Rootfs: rootfsPath(c.bundle, c.spec), ParentMnt: mnt, Cgroup: c.cgroup, CgroupTasks: taskFDs}
+	boot := bootstrap{Init: newInitSpec(c.spec), Bundle: c.bundle, Rootfs: rootfsPath(c.bundle, c.spec), ParentMnt: mnt, Cgroup: c.cgroup, CgroupTasks: taskFDs}
 	if err := json.NewEncoder(parentSock).Encode(boot); err != nil {
 		return fmt.Errorf("send the config to the init: %w", err)
 	}

@@ -88,20 +88,32 @@ func (f *runFlags) options(cmd *cobra.Command, args []string) (engine.Options, e
 // image if missing, with the pull's progress on stderr); errors in what
 // was asked exit with 125, as docker's do.
 func (f *runFlags) create(cmd *cobra.Command, args []string, s *streams, what string) (*engine.Engine, *engine.Container, error) {
-	o, err := f.options(cmd, args)
-	if err != nil {
-		return nil, nil, &exitError{code: 125, err: err}
-	}
-	e, err := f.open(what)
+	o, e, err := f.prepare(cmd, args, what)
 	if err != nil {
 		return nil, nil, err
 	}
+	c, err := createIn(e, o, s)
+	return e, c, err
+}
+
+// prepare reads the flags and opens the engine.
+func (f *runFlags) prepare(cmd *cobra.Command, args []string, what string) (engine.Options, *engine.Engine, error) {
+	o, err := f.options(cmd, args)
+	if err != nil {
+		return o, nil, &exitError{code: 125, err: err}
+	}
+	e, err := f.open(what)
+	return o, e, err
+}
+
+// createIn makes the container (pulling its image if missing).
+func createIn(e *engine.Engine, o engine.Options, s *streams) (*engine.Container, error) {
 	o.Pull = s.err
 	c, err := e.Create(context.Background(), o)
 	if err != nil {
-		return nil, nil, &exitError{code: 125, err: err}
+		return nil, &exitError{code: 125, err: err}
 	}
-	return e, c, nil
+	return c, nil
 }
 
 // parseBytes reads 512k, 64m, 1g (docker's units, powers of 1024).
@@ -159,15 +171,27 @@ cgroup limits (lesson 3), a network (lesson 5), the image's config
 waits for the container and exits with its exit status.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, c, err := f.create(cmd, args, s, "run")
+			o, e, err := f.prepare(cmd, args, "run")
+			if err != nil {
+				return err
+			}
+			// The container's supervisor starts now: its start-up overlaps
+			// the image lookup and the record (engine.Prestart).
+			o.ID = engine.NewID()
+			sup, err := e.Prestart(o.ID)
+			if err != nil {
+				return &exitError{code: 125, err: err}
+			}
+			defer sup.Cancel() // no container for it after all: it exits
+			c, err := createIn(e, o, s)
 			if err != nil {
 				return err
 			}
 			if f.detach {
-				err = e.Start(c.ID, nil)
+				err = sup.Start(nil)
 			} else {
 				var code int
-				if code, err = attachAndStart(e, c, s); err == nil {
+				if code, err = attachAndStart(e, c, s, sup.Start); err == nil {
 					return exitCode(code)
 				}
 			}
@@ -185,9 +209,9 @@ waits for the container and exits with its exit status.`,
 	return cmd
 }
 
-// attachAndStart starts c attached to our terminal or pipes and returns
-// its exit status.
-func attachAndStart(e *engine.Engine, c *engine.Container, s *streams) (int, error) {
+// attachAndStart starts c with start (its supervisor's Start) attached to
+// our terminal or pipes and returns its exit status.
+func attachAndStart(e *engine.Engine, c *engine.Container, s *streams, start func(attach func(id string) error) error) (int, error) {
 	io := engine.AttachIO{Stdout: s.out, Stderr: s.err}
 	if c.Config.OpenStdin {
 		io.Stdin = s.in
@@ -199,7 +223,7 @@ func attachAndStart(e *engine.Engine, c *engine.Container, s *streams) (int, err
 	}
 	result := make(chan error, 1)
 	var code int
-	err := e.Start(c.ID, func(id string) error {
+	err := start(func(id string) error {
 		ready := make(chan struct{})
 		go func() {
 			var err error
@@ -301,7 +325,11 @@ func newStartCmd(s *streams) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				code, err := attachAndStart(e, c, s)
+				sup, err := e.Prestart(c.ID)
+				if err != nil {
+					return err
+				}
+				code, err := attachAndStart(e, c, s, sup.Start)
 				if err != nil {
 					return err
 				}
@@ -319,7 +347,6 @@ func newStartCmd(s *streams) *cobra.Command {
 // mode of this binary, started by start, never by hand.
 func newSuperviseCmd() *cobra.Command {
 	var f engineFlags
-	var waitAttach bool
 	cmd := &cobra.Command{
 		Use:    "supervise ID",
 		Hidden: true,
@@ -331,11 +358,10 @@ func newSuperviseCmd() *cobra.Command {
 				fmt.Fprintf(ready, "error: %v\n", err)
 				return err
 			}
-			return e.Supervise(args[0], ready, waitAttach)
+			return e.Supervise(args[0], ready)
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().BoolVar(&waitAttach, "wait-attach", false, "")
 	return cmd
 }
 

@@ -1,0 +1,127 @@
+package engine
+
+// A supervisor started before its container is made.
+//
+// `minibox run` makes the container's id first, starts the container's
+// supervisor at once, and tells it to go once the record is written: the
+// supervisor's own start (fork, exec of minibox-shim, the Go runtime,
+// package inits: ~3 ms) overlaps the CLI's image lookup and record
+// instead of following them. Start (`minibox start`) takes the same two
+// steps back to back. The word comes on the supervisor's descriptor 4:
+// "run", or "attach" (wait for a client before starting the container, so
+// that no output is missed); end of file means that no container comes,
+// and the supervisor exits without touching anything.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"github.com/minibox-lab/minibox/final/runtime"
+)
+
+// A Supervisor is a container's supervisor process, waiting for the word.
+type Supervisor struct {
+	e       *Engine
+	id      string
+	ready   *os.File // its descriptor 3: "listening", then "ok" or "error: …"
+	goAhead *os.File // its descriptor 4: "run" or "attach", then closed
+}
+
+// Prestart starts the supervisor of container id (NewID), which need not
+// exist yet (Options.ID). Start has it start the container; Cancel tells
+// it that none comes.
+func (e *Engine) Prestart(id string) (*Supervisor, error) {
+	ready, readyEnd, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	goAheadEnd, goAhead, err := os.Pipe()
+	if err != nil {
+		ready.Close()
+		readyEnd.Close()
+		return nil, err
+	}
+	cmd := exec.Command(e.Self, "supervise", "--root", e.Root, id)
+	cmd.ExtraFiles = []*os.File{readyEnd, goAheadEnd}
+	// Nothing else of ours: a descriptor our caller left us would be held
+	// open by the supervisor for the container's life (a pipe whose
+	// reader waits for its end), and passed on to the container.
+	runtime.CloseOnExecFrom(3)
+	// A session of its own: no terminal, no Ctrl-C of ours reaches it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	readyEnd.Close()
+	goAheadEnd.Close()
+	if err != nil {
+		ready.Close()
+		goAhead.Close()
+		return nil, fmt.Errorf("start the supervisor: %w", err)
+	}
+	go cmd.Wait() //nolint:errcheck // reaped if we are still here when it ends
+	return &Supervisor{e: e, id: id, ready: ready, goAhead: goAhead}, nil
+}
+
+// Cancel tells the supervisor that its container does not come: it exits.
+// (If we die first, our end of the pipe closes all the same.)
+func (s *Supervisor) Cancel() {
+	s.goAhead.Close()
+	s.ready.Close()
+}
+
+// Start has the supervisor start its container (created, or exited) and
+// returns once it runs, or failed to. With attach, the container starts
+// only once attach (called with the container's id) has connected.
+func (s *Supervisor) Start(attach func(id string) error) error {
+	defer s.Cancel()
+	c, err := s.e.Get(s.id)
+	if err != nil {
+		return err
+	}
+	if c.State.Status == "running" {
+		return fmt.Errorf("container %s is already running", c.Name)
+	}
+	word := "run\n"
+	if attach != nil {
+		word = "attach\n"
+	}
+	if _, err := s.goAhead.WriteString(word); err != nil {
+		return fmt.Errorf("the supervisor of %s: %w", c.Name, err)
+	}
+	s.goAhead.Close()
+	lines := bufio.NewScanner(s.ready)
+	for lines.Scan() {
+		line := lines.Text()
+		switch {
+		case line == "listening" && attach != nil:
+			if err := attach(c.ID); err != nil {
+				return err
+			}
+		case line == "ok":
+			return nil
+		case strings.HasPrefix(line, "error: "):
+			return errors.New(strings.TrimPrefix(line, "error: "))
+		}
+	}
+	return fmt.Errorf("the supervisor of %s ended without a word", c.Name)
+}
+
+// awaitGoAhead is the supervisor's side: the word on descriptor 4, as
+// whether to wait for a client to attach; ok is false if no container
+// comes.
+func awaitGoAhead() (waitAttach, ok bool) {
+	f := os.NewFile(4, "go-ahead")
+	defer f.Close() // nothing we start may hold it
+	word, err := bufio.NewReader(f).ReadString('\n')
+	switch {
+	case err == nil && word == "run\n":
+		return false, true
+	case err == nil && word == "attach\n":
+		return true, true
+	}
+	return false, false
+}
