@@ -7,7 +7,9 @@
 // BenchmarkRun: `minibox run --rm --network none IMAGE true` and the same
 // with the bridge network, against `podman run --rm … IMAGE true` of the
 // same image (pulled by both from one local registry), start to exit, as a
-// user would type it: each iteration is a whole CLI command.
+// user would type it: each iteration is one whole CLI command of each
+// engine, minibox's then podman's, so that a slower minute of the machine
+// slows both (these VMs vary by ±20% from one minute to the next).
 //
 // BenchmarkHundredDetached: 100 `run -d --network none IMAGE sleep`
 // containers, one after another: the time to start all of them; then,
@@ -64,17 +66,20 @@
 //
 // Each line gives ns/op (the mean of an iteration) and these metrics:
 //
-//	ms-median       the median of one command (BenchmarkRun)
+//	ms-median       the median of one command (BenchmarkBuild)
+//	ms-minibox      the median of one minibox command (BenchmarkRun,
+//	                BenchmarkPullPush)
+//	ms-podman       BenchmarkRun: the same podman command's, in turns
 //	s-start-100     the median time to start 100 containers
 //	KiB-supervisor  per container: its supervisor's (or conmon's) PSS
 //	KiB-processes   per container: its own processes' PSS
 //	KiB-total       the sum of the two
 //	KiB-disk        per container, on top of the image
 //	KiB-image       the image as the engine stores it
-//	x-minibox       on podman's lines: podman's median divided by
-//	                minibox's, measured in the same run (10 = minibox is
-//	                ten times faster); x-minibox-mem, x-minibox-disk likewise
-//	ms-minibox      BenchmarkPullPush: minibox's median
+//	x-minibox       podman's median divided by minibox's, measured in the
+//	                same run (10 = minibox is ten times faster; on
+//	                BenchmarkHundredDetached's podman line); x-minibox-mem,
+//	                x-minibox-disk likewise
 //	ms-skopeo       skopeo's median, measured in turns with minibox's
 //	MB/s-minibox    the image's bytes (manifest, config, layers: 10^6
 //	MB/s-skopeo     bytes) over the median

@@ -17,21 +17,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// timeEach runs a fresh command b.N times, each timed from fork to exit,
-// and returns the durations. A failing command fails b with its output.
-func timeEach(b *testing.B, newCmd func() *exec.Cmd) []time.Duration {
+// timeOne runs cmd, timed from fork to exit. A failing command fails b
+// with its output.
+func timeOne(b *testing.B, cmd *exec.Cmd) time.Duration {
 	b.Helper()
-	durations := make([]time.Duration, 0, b.N)
-	for i := 0; i < b.N; i++ {
-		cmd := newCmd()
-		start := time.Now()
-		out, err := cmd.CombinedOutput()
-		durations = append(durations, time.Since(start))
-		if err != nil {
-			b.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
-		}
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
-	return durations
+	return d
+}
+
+// engineProcesses are the commands (/proc/PID/comm) whose processes an
+// engine leaves running for a while after its CLI has exited.
+var engineProcesses = map[string]bool{"podman": true, "conmon": true, "minibox": true, "minibox-shim": true, "minibox-init": true}
+
+// settle waits until no process of an engine is left (at most 5 s), and
+// returns how long that took.
+func settle(b *testing.B) time.Duration {
+	b.Helper()
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		busy := false
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
+			if err == nil && engineProcesses[strings.TrimSpace(string(comm))] {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return time.Since(start)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Logf("settle: engine processes still running after 5 s")
+	return time.Since(start)
 }
 
 // median of durations (the mean of the middle two for an even count).
