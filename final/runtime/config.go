@@ -93,6 +93,9 @@ func validate(s *specs.Spec, bundle string) error {
 	if err := validateNamespaces(s); err != nil {
 		return err
 	}
+	if err := refuseUnimplemented(s); err != nil {
+		return err
+	}
 	for i, m := range s.Mounts {
 		if !filepath.IsAbs(m.Destination) {
 			return fmt.Errorf("config.json: mounts[%d].destination %q: must be an absolute path", i, m.Destination)
@@ -107,6 +110,9 @@ func validateProcess(p *specs.Process) error {
 	}
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return errors.New("config.json: process.args: empty: the container needs a command")
+	}
+	if err := refuseUnimplementedProcess(p); err != nil {
+		return err
 	}
 	if !filepath.IsAbs(p.Cwd) {
 		return fmt.Errorf("config.json: process.cwd %q: must be an absolute path", p.Cwd)

@@ -11,9 +11,9 @@ import specs "github.com/opencontainers/runtime-spec/specs-go"
 // hooks…) that took ~0.9 ms of each start (a fresh process decoding a
 // runc spec, measured), for initSpec ~0.3. So the init gets only what it
 // acts on; the rest is the parent's (the cgroup and its resources, the
-// namespaces to clone) or not implemented (TestInitSpecCarriesWhatTheInitReads
-// lists which, and fails on a field of a newer runtime-spec that is in
-// neither list).
+// namespaces to clone) or not implemented, and refused by Create
+// (unimplemented.go). TestInitSpecCarriesWhatTheInitReads lists which,
+// and fails on a field of a newer runtime-spec that is in neither list.
 
 // initSpec is the part of the spec the init reads.
 type initSpec struct {

@@ -15,8 +15,8 @@ import (
 // something it must act on.
 var notTheInits = map[string]string{
 	"Spec.Version":       "checked by validate, in the parent",
-	"Spec.Domainname":    "not implemented",
-	"Spec.Hooks":         "not implemented",
+	"Spec.Domainname":    "not implemented: Create refuses it (unimplemented.go)",
+	"Spec.Hooks":         "not implemented: Create refuses it (unimplemented.go)",
 	"Spec.Annotations":   "the caller's: kept in the state, for `state`",
 	"Spec.Solaris":       "another platform",
 	"Spec.Windows":       "another platform",
@@ -27,13 +27,13 @@ var notTheInits = map[string]string{
 	"Linux.GIDMappings":  "the parent's: the clone's ID maps (initAttr)",
 	"Linux.Resources":    "the parent's: it makes the cgroup (createCgroup), the init joins it",
 	"Linux.CgroupsPath":  "the parent's: it makes the cgroup (createCgroup), the init joins it",
-	"Linux.NetDevices":   "not implemented",
-	"Linux.Seccomp":      "not implemented",
-	"Linux.MountLabel":   "not implemented (SELinux)",
-	"Linux.IntelRdt":     "not implemented",
-	"Linux.MemoryPolicy": "not implemented",
-	"Linux.Personality":  "not implemented",
-	"Linux.TimeOffsets":  "not implemented",
+	"Linux.NetDevices":   "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.Seccomp":      "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.MountLabel":   "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.IntelRdt":     "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.MemoryPolicy": "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.Personality":  "not implemented: Create refuses it (unimplemented.go)",
+	"Linux.TimeOffsets":  "not implemented: Create refuses it (unimplemented.go)",
 }
 
 func TestInitSpecCarriesWhatTheInitReads(t *testing.T) {

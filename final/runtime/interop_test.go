@@ -220,6 +220,16 @@ func TestBadConfig(t *testing.T) {
 		{"joined user namespace", func(s *specs.Spec) {
 			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/self/ns/user"})
 		}, "joining a user namespace by path is not supported"},
+		// Asked for, not implemented: refused, never silently skipped.
+		{"seccomp", func(s *specs.Spec) {
+			s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActErrno}
+		}, "config.json: linux.seccomp: not implemented by minibox's runtime, which will not run the container without it"},
+		{"apparmor", func(s *specs.Spec) { s.Process.ApparmorProfile = "docker-default" }, "config.json: process.apparmorProfile: not implemented"},
+		{"oom score", func(s *specs.Spec) { adj := 500; s.Process.OOMScoreAdj = &adj }, "config.json: process.oomScoreAdj: not implemented"},
+		{"hooks", func(s *specs.Spec) {
+			s.Hooks = &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}
+		}, "config.json: hooks: not implemented"},
+		{"domainname", func(s *specs.Spec) { s.Domainname = "example.org" }, "config.json: domainname: not implemented"},
 	} {
 		s := testSpec("true")
 		tc.change(s)
