@@ -28,7 +28,8 @@
 //
 // Create checks config.json (every error names the field: `config.json:
 // process.rlimits[0]: RLIMIT_NOFILE hard 1048576 above the inherited hard
-// limit 524288`), makes the cgroup (linux.cgroupsPath, default
+// limit 524288`; a field it does not implement, such as linux.seccomp, is
+// refused rather than skipped: unimplemented.go), makes the cgroup (linux.cgroupsPath, default
 // minibox/<id>; v2 if /sys/fs/cgroup is cgroup2, else v1) with
 // linux.resources, and starts the init with clone flags for the new
 // namespaces and Go's UidMappings/GidMappings for a user namespace.
