@@ -1,14 +1,15 @@
-// Command minibox-shim is the small half of minibox: the two modes that
-// run once per container, `supervise --root DIR ID` (the container's
-// supervisor, final/engine) and `runtime init` (the container's init,
-// final/runtime). minibox starts it; nobody runs it by hand.
+// Command minibox-shim is the small half of minibox: the mode that runs
+// once per container, `supervise --root DIR ID` (the container's
+// supervisor, final/engine), and `runtime init` (the container's init,
+// final/runtime) where minibox-init, smaller still, is missing or of
+// another build. minibox starts it; nobody runs it by hand.
 //
-// Why a second binary: every container executes these two modes, and a
-// Go program pays the package initialisation of everything it links at
-// each start, and keeps that heap for its whole life. minibox links
-// cobra and every command (and the lesson renderer, ~26 ms of inits,
-// until it moved to minibox-lessons); this binary links only the engine
-// and the runtime. minibox uses it when it lies next to minibox and is the same build
+// Why a second binary: every container executes the supervisor, and a Go
+// program pays the package initialisation of everything it links at each
+// start, and keeps that heap for its whole life. minibox links cobra and
+// every command (and the lesson renderer, ~26 ms of inits, until it moved
+// to minibox-lessons); this binary links only the engine and the runtime.
+// minibox uses it when it lies next to minibox and is the same build
 // (runtime.Shim), and runs its own identical modes otherwise. It must
 // never import internal/cli or the lessons: TestShimLinksNoLessonRenderer
 // checks.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // innerEnv marks the run inside the throw-away network namespace.
@@ -21,6 +22,12 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run()) // the benchmarks skip (or fail under MINIBOX_REQUIRE_ROOT=1)
 	}
 	if os.Getenv(innerEnv) == "1" {
+		// The engines' processes that outlive their command come to us
+		// (settle waits for them).
+		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: prctl(PR_SET_CHILD_SUBREAPER):", err)
+			os.Exit(1)
+		}
 		if err := loopbackUp(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)

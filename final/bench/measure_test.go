@@ -30,23 +30,26 @@ func timeOne(b *testing.B, cmd *exec.Cmd) time.Duration {
 	return d
 }
 
-// engineProcesses are the commands (/proc/PID/comm) whose processes an
-// engine leaves running for a while after its CLI has exited.
-var engineProcesses = map[string]bool{"podman": true, "conmon": true, "minibox": true, "minibox-shim": true, "minibox-init": true}
-
-// settle waits until no process of an engine is left (at most 5 s), and
-// returns how long that took.
-func settle(b *testing.B) time.Duration {
+// settle waits until the engines' processes that outlived their command
+// are gone (at most 5 s), and returns how long that took. TestMain makes
+// the benchmark a child subreaper (prctl(2) PR_SET_CHILD_SUBREAPER), so
+// that they are its children once their parents have exited: podman's
+// conmon and `podman container cleanup`, minibox's supervisor. Children
+// that were there before (base: the registry) do not count.
+func settle(b *testing.B, base map[int]bool) time.Duration {
 	b.Helper()
 	start := time.Now()
 	for time.Since(start) < 5*time.Second {
 		busy := false
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			comm, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm"))
-			if err == nil && engineProcesses[strings.TrimSpace(string(comm))] {
+		for pid, zombie := range children() {
+			_, before := base[pid]
+			switch {
+			case before:
+			case zombie:
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil) // an orphan that has ended
+			default:
 				busy = true
-				break
 			}
 		}
 		if !busy {
@@ -54,8 +57,38 @@ func settle(b *testing.B) time.Duration {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	b.Logf("settle: engine processes still running after 5 s")
+	var left []string
+	for pid, zombie := range children() {
+		if _, before := base[pid]; !before && !zombie {
+			cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			left = append(left, fmt.Sprintf("%d %s", pid, strings.ReplaceAll(string(cmdline), "\x00", " ")))
+		}
+	}
+	b.Logf("settle: still running after 5 s: %s", strings.Join(left, "; "))
 	return time.Since(start)
+}
+
+// children are this process's children, and whether each is a zombie.
+func children() map[int]bool {
+	out := map[int]bool{}
+	self := os.Getpid()
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(self) {
+			out[pid] = fields[0] == "Z"
+		}
+	}
+	return out
 }
 
 // median of durations (the mean of the middle two for an even count).

@@ -100,8 +100,12 @@ func NewID() string {
 	return hex.EncodeToString(b)
 }
 
-// newPrefix names a container directory being made (makeContainer).
-const newPrefix = ".new-"
+// newPrefix names a container directory being made (makeContainer),
+// removingPrefix one being removed (removeStopped).
+const (
+	newPrefix      = ".new-"
+	removingPrefix = ".rm-"
+)
 
 // save writes the record atomically.
 func (e *Engine) save(c *Container) error { return e.saveIn(e.containerDir(c.ID), c) }

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -72,7 +74,8 @@ func superviseUntilListening(t *testing.T, e *env, id string) *exec.Cmd {
 // A create killed between taking a name and writing the record leaves
 // the name file (pointing at an id that never got its directory) and its
 // .new- directory: the name is free again for the next create, and
-// minibox cleanup removes the directory.
+// minibox cleanup removes the directory, as it does the .rm- directory of
+// a removal that was killed.
 func TestCreateKilledHalfway(t *testing.T) {
 	e := newEnv(t)
 	ghost := strings.Repeat("ab", 32)
@@ -83,6 +86,10 @@ func TestCreateKilledHalfway(t *testing.T) {
 	half := filepath.Join(e.root, "engine", "containers", ".new-"+strings.Repeat("cd", 32))
 	require.NoError(t, os.MkdirAll(half, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(half, "lock"), nil, 0o600))
+	// And a removal killed halfway: renamed .rm-<id>, some of it deleted.
+	removing := filepath.Join(e.root, "engine", "containers", ".rm-"+strings.Repeat("ef", 32))
+	require.NoError(t, os.MkdirAll(filepath.Join(removing, "diff", "etc"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(removing, "supervisor.lock"), nil, 0o600))
 
 	for _, name := range []string{"taken", "empty"} {
 		id := strings.TrimSpace(e.ok("create", "--name", name, e.ref, "true"))
@@ -99,7 +106,8 @@ func TestCreateKilledHalfway(t *testing.T) {
 	require.Equal(t, 0, code, "%s%s", out, stderr)
 	assert.Contains(t, out, "engine tmp dir")
 	assert.NoDirExists(t, half)
-	assert.Len(t, e.ids(), 2, "cleanup removed only the interrupted create")
+	assert.NoDirExists(t, removing)
+	assert.Len(t, e.ids(), 2, "cleanup removed only the interrupted create and removal")
 }
 
 // The supervisor's exclusive lock waits out the shared lock other
@@ -127,4 +135,23 @@ func TestStartWhileCleanupPolls(t *testing.T) {
 		e.ok("start", "busy")
 		e.ok("stop", "-t", "0", "busy")
 	}
+}
+
+// A supervisor that fails before it has read its word (run starts it
+// before the record exists): Start reports the supervisor's reason, not
+// the broken pipe its word met.
+func TestSupervisorFailingBeforeItsWordSaysWhy(t *testing.T) {
+	e := newEnv(t)
+	id := strings.TrimSpace(e.ok("create", "--network", "none", e.ref, "true"))
+	failing := filepath.Join(t.TempDir(), "supervisor")
+	require.NoError(t, os.WriteFile(failing, []byte("#!/bin/sh\necho 'error: no data root here' >&3\nexit 1\n"), 0o755))
+	eng, err := engine.New(e.root)
+	require.NoError(t, err)
+	eng.Self = failing
+	sup, err := eng.Prestart(id)
+	require.NoError(t, err)
+	time.Sleep(300 * time.Millisecond) // it has ended by now: the word meets a closed pipe
+	err = sup.Start(nil)
+	require.Error(t, err)
+	assert.Equal(t, "no data root here", err.Error())
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/minibox-lab/minibox/final/runtime"
 )
 
 // Start hands a created or exited container to a new supervisor and
@@ -49,13 +51,15 @@ func (e *Engine) Stop(id string, timeout time.Duration) error {
 	if err != nil || c.State.Status != "running" {
 		return err // stopping a stopped container is fine, as in docker
 	}
-	if err := e.Runtime.Kill(c.ID, unix.SIGTERM, false); err != nil {
+	// No runtime state: it has ended, and its supervisor is tearing it
+	// down (the record says exited in a moment).
+	if err := e.Runtime.Kill(c.ID, unix.SIGTERM, false); err != nil && !errors.Is(err, runtime.ErrNotExist) {
 		return err
 	}
 	if e.waitExited(c.ID, timeout) {
 		return nil
 	}
-	if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil {
+	if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
 		return err
 	}
 	if !e.waitExited(c.ID, 10*time.Second) {
@@ -116,8 +120,8 @@ func (e *Engine) Remove(id string, force, volumes bool) error {
 		if !force {
 			return fmt.Errorf("container %s is running: stop it first, or rm -f", c.Name)
 		}
-		if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil {
-			return err
+		if err := e.Runtime.Kill(c.ID, unix.SIGKILL, true); err != nil && !errors.Is(err, runtime.ErrNotExist) {
+			return err // (no runtime state: its supervisor is tearing it down)
 		}
 		if !e.waitExited(c.ID, 10*time.Second) {
 			return fmt.Errorf("container %s did not stop after SIGKILL", c.Name)
@@ -141,9 +145,20 @@ func (e *Engine) remove(c *Container, volumes bool) error {
 }
 
 // removeStopped is remove once nothing of the container runs or holds a
-// network or a runtime state any longer (its supervisor has undone them).
+// network any longer (its supervisor has undone them; the runtime's state
+// may still be going, beside).
 func (e *Engine) removeStopped(c *Container, volumes bool) error {
 	if err := e.unmountRootfs(c); err != nil {
+		return fmt.Errorf("rm %s: %w", c.Name, err)
+	}
+	// Out of sight first, in one rename(2): while its files go, no command
+	// finds the record (a --rm container's still says running, and would
+	// look like one whose supervisor died) or makes its lock file again.
+	// minibox cleanup finishes a removal that was interrupted.
+	removing := filepath.Join(e.Root, "engine", "containers", removingPrefix+c.ID)
+	if err := os.Rename(e.containerDir(c.ID), removing); errors.Is(err, fs.ErrNotExist) {
+		return nil // removed by someone else meanwhile
+	} else if err != nil {
 		return fmt.Errorf("rm %s: %w", c.Name, err)
 	}
 	if volumes {
@@ -154,5 +169,5 @@ func (e *Engine) removeStopped(c *Container, volumes bool) error {
 		}
 	}
 	e.releaseName(c)
-	return os.RemoveAll(e.containerDir(c.ID))
+	return os.RemoveAll(removing)
 }

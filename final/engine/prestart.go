@@ -90,6 +90,10 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 		word = "attach\n"
 	}
 	if _, err := s.goAhead.WriteString(word); err != nil {
+		// It ended before it heard: why is on the ready pipe.
+		if why := s.failure(); why != nil {
+			return why
+		}
 		return fmt.Errorf("the supervisor of %s: %w", c.Name, err)
 	}
 	s.goAhead.Close()
@@ -108,6 +112,17 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 		}
 	}
 	return fmt.Errorf("the supervisor of %s ended without a word", c.Name)
+}
+
+// failure is the error a supervisor that ended reported, if any.
+func (s *Supervisor) failure() error {
+	lines := bufio.NewScanner(s.ready)
+	for lines.Scan() {
+		if why, ok := strings.CutPrefix(lines.Text(), "error: "); ok {
+			return errors.New(why)
+		}
+	}
+	return nil
 }
 
 // awaitGoAhead is the supervisor's side: the word on descriptor 4, as

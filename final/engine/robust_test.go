@@ -39,6 +39,24 @@ func miniboxCgroups(t *testing.T) []string {
 func TestManyRunRmCyclesLeaveNothing(t *testing.T) {
 	e := newEnv(t)
 	groups := miniboxCgroups(t)
+	// ps all along: a record it reads while a --rm container is being
+	// removed must not come back as one whose supervisor died.
+	stop := make(chan struct{})
+	polled := make(chan int)
+	go func() {
+		n := 0
+		defer func() { polled <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				ps := e.command("ps", "-a", "-q") // not e.mb: no require off the test's goroutine
+				_ = ps.Run()
+				n++
+			}
+		}
+	}()
 	const cycles = 50
 	start := time.Now()
 	for i := 0; i < cycles; i++ {
@@ -55,6 +73,8 @@ func TestManyRunRmCyclesLeaveNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d run --rm cycles in %v", cycles, time.Since(start).Round(time.Millisecond))
+	close(stop)
+	t.Logf("ps -a ran %d times meanwhile", <-polled)
 	assert.Empty(t, e.ids())
 	assert.Equal(t, groups, miniboxCgroups(t), "cgroups left")
 	assert.Empty(t, containerRules(t, ""), "rules left")

@@ -160,6 +160,14 @@ func TestRunBadFlags(t *testing.T) {
 	assert.NotEqual(t, 0, code)
 	assert.Contains(t, stderr, "minibox/no-such-image")
 	assert.Empty(t, e.ids(), "a refused run made a container")
+	// A command that cannot start: run --rm leaves no container either
+	// (rm -f of one whose runtime state is already gone must not give up).
+	for i := 0; i < 10; i++ {
+		_, stderr, code = e.mb("run", "--rm", "--network", "none", e.ref, "/no/such/command")
+		assert.Equal(t, 125, code)
+		assert.Contains(t, stderr, `process.args[0] "/no/such/command"`)
+		assert.Empty(t, e.ids(), "a run --rm that could not start left its container")
+	}
 	// run starts the supervisor beside the create (engine.Prestart): with
 	// no container to come, it ends.
 	assert.Eventually(t, func() bool { return len(supervisorsOf(e.root)) == 0 }, 5*time.Second, 20*time.Millisecond,

@@ -88,7 +88,8 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 // decoders, which it does the first time a process uses a type, for every
 // type the type reaches: ~0.8 ms for specs.Spec, that writeBundle and the
 // runtime would otherwise pay on the way of the container's start. It
-// runs on another CPU while the supervisor locks, loads and mounts.
+// runs on another CPU while the supervisor waits for its word, then locks,
+// loads and mounts.
 func warmSpecJSON() {
 	_, _ = json.Marshal(&specs.Spec{})
 }
@@ -490,14 +491,17 @@ func (s *supervision) finish(status int) error {
 		// --rm: no "exited" record that nobody would read; the container
 		// goes at once (everything else of it is undone above).
 		err = s.e.removeStopped(s.c, true)
+		<-deleted
 	} else {
+		// "exited" once all is undone: an rm right after finds nothing
+		// of it running.
+		<-deleted
 		_, err = s.e.update(s.c.ID, func(c *Container) error {
 			c.State.Status, c.State.ExitCode, c.State.OOMKilled = "exited", status, oom
 			c.State.FinishedAt, c.State.Pid = time.Now().UTC(), 0
 			return nil
 		})
 	}
-	<-deleted
 	// The exit frame goes last (the clients' connections outlive the
 	// listener and the socket file): once `run` has returned, the record
 	// says exited and a --rm container is gone, as after docker run. Sent

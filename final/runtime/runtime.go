@@ -401,6 +401,10 @@ func (r *Runtime) State(id string) (specs.State, error) {
 }
 
 // load reads state.json and works out the status now.
+// ErrNotExist is what the errors about an id the runtime has no state of
+// wrap: never created, or deleted.
+var ErrNotExist = errors.New("does not exist")
+
 func (r *Runtime) load(id string) (*containerState, string, error) {
 	dir, err := r.dir(id)
 	if err != nil {
@@ -408,7 +412,7 @@ func (r *Runtime) load(id string) (*containerState, string, error) {
 	}
 	data, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, "", fmt.Errorf("container %q does not exist", id)
+		return nil, "", fmt.Errorf("container %q %w", id, ErrNotExist)
 	}
 	if err != nil {
 		return nil, "", err
