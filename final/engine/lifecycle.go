@@ -26,6 +26,9 @@ func (e *Engine) Start(ref string, attach func(id string) error) error {
 	if err != nil {
 		return err
 	}
+	if c.State.Status == "running" { // (Supervisor.Start checks again)
+		return fmt.Errorf("container %s is already running", c.Name)
+	}
 	sup, err := e.Prestart(c.ID)
 	if err != nil {
 		return err

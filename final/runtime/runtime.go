@@ -400,11 +400,11 @@ func (r *Runtime) State(id string) (specs.State, error) {
 	return st.State, nil
 }
 
-// load reads state.json and works out the status now.
 // ErrNotExist is what the errors about an id the runtime has no state of
 // wrap: never created, or deleted.
 var ErrNotExist = errors.New("does not exist")
 
+// load reads state.json and works out the status now.
 func (r *Runtime) load(id string) (*containerState, string, error) {
 	dir, err := r.dir(id)
 	if err != nil {
