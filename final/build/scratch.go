@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -22,6 +21,7 @@ import (
 	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/final/image"
 	"github.com/minibox-lab/minibox/internal/flock"
+	"github.com/minibox-lab/minibox/internal/stepname"
 )
 
 // scratch is one overlay of the build.
@@ -46,10 +46,11 @@ func (bd *build) newScratch(s *stage) (*scratch, error) {
 			return nil, err
 		}
 	}
-	// Made as new-<n>, locked, then renamed step-<n> (the lock goes with
-	// the open file): a step-* directory whose lock is free is a killed
-	// build's, at any age (recoverStale, minibox cleanup).
-	fresh, err := os.MkdirTemp(filepath.Join(bd.Root, "build", "tmp"), "new-")
+	// Made as new-<pid>-<n>, locked, then renamed step-<n> (the lock goes
+	// with the open file): a step-* directory whose lock is free is a
+	// killed build's, at any age, and so is a new-* one whose builder is
+	// gone (recoverStale, minibox cleanup; internal/stepname).
+	fresh, err := os.MkdirTemp(filepath.Join(bd.Root, "build", "tmp"), stepname.Prefix(os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +59,8 @@ func (bd *build) newScratch(s *stage) (*scratch, error) {
 		os.RemoveAll(fresh)
 		return nil, err
 	}
-	dir := filepath.Join(filepath.Dir(fresh), "step-"+strings.TrimPrefix(filepath.Base(fresh), "new-"))
+	_, digits, _ := stepname.Parse(filepath.Base(fresh))
+	dir := filepath.Join(filepath.Dir(fresh), "step-"+digits)
 	if err := os.Rename(fresh, dir); err != nil {
 		lock.Close()
 		os.RemoveAll(fresh)
@@ -115,11 +117,11 @@ func (sc *scratch) release() {
 // are deleted with their cgroups. A concurrent build's own are in use
 // (locked, running) and stay.
 func (b *Builder) recoverStale() {
-	// Killed between mkdir and rename: a build beside us may be just
-	// there, so only once a minute has passed.
+	// Killed between mkdir and rename: once its builder is gone (a build
+	// beside us may be just there), or a minute has passed.
 	fresh, _ := filepath.Glob(filepath.Join(b.Root, "build", "tmp", "new-*"))
 	for _, dir := range fresh {
-		if info, err := os.Stat(dir); err == nil && time.Since(info.ModTime()) > time.Minute {
+		if info, err := os.Stat(dir); err == nil && (stepname.Abandoned(filepath.Base(dir)) || time.Since(info.ModTime()) > time.Minute) {
 			os.RemoveAll(dir)
 		}
 	}

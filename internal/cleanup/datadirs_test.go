@@ -322,3 +322,24 @@ func mountinfoBelow(t *testing.T, dir string) string {
 	require.NoError(t, os.WriteFile(file, []byte(strings.Join(keep, "\n")+"\n"), 0o644))
 	return file
 }
+
+// A build step directory between mkdir and lock (new-<pid>-<digits>): in
+// use while its builder may be starting, a killed build's at once.
+func TestBuildStepOfAKilledBuild(t *testing.T) {
+	root := t.TempDir()
+	exited := exec.Command("true")
+	require.NoError(t, exited.Run())
+	dead := filepath.Join(root, "build", "tmp", "new-"+strconv.Itoa(exited.Process.Pid)+"-1")
+	alive := filepath.Join(root, "build", "tmp", "new-"+strconv.Itoa(os.Getpid())+"-2")
+	mkdirAged(t, dead, 0)
+	mkdirAged(t, alive, 0)
+	objects, err := cleanup.BuildSteps.Find(dataEnv(t, root))
+	require.NoError(t, err)
+	busy := map[string]string{}
+	for _, o := range objects {
+		busy[o.Name] = o.Busy
+	}
+	require.Contains(t, busy, dead)
+	assert.Empty(t, busy[dead], "its builder has exited: removable at once")
+	assert.Contains(t, busy[alive], "a build may be starting")
+}
