@@ -8,6 +8,7 @@ import (
 	goruntime "runtime"
 
 	"github.com/minibox-lab/minibox/final/engine"
+	_ "github.com/minibox-lab/minibox/final/engine/early" // run: its supervisor starts first (see there)
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cli"
 )

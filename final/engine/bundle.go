@@ -58,8 +58,9 @@ func (e *Engine) unmountRootfs(c *Container) error {
 	return err
 }
 
-// writeBundle writes containers/<id>/bundle/config.json for rootfs.
-func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (string, error) {
+// writeBundle writes containers/<id>/bundle/config.json for rootfs, and
+// returns the bundle and its spec.
+func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (string, *specs.Spec, error) {
 	spec := runtime.Spec()
 	spec.Root = &specs.Root{Path: rootfs}
 	spec.Hostname = c.Config.Hostname
@@ -71,7 +72,7 @@ func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (
 	}
 	user, home, err := resolveUser(rootfs, c.Config.User)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	p.User = user
 	if home != "" && !hasEnv(p.Env, "HOME") {
@@ -93,13 +94,13 @@ func (e *Engine) writeBundle(c *Container, rootfs string, extra []specs.Mount) (
 	}
 	dir := filepath.Join(e.containerDir(c.ID), "bundle")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	data, err := json.MarshalIndent(spec, "", "  ")
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, "config.json"), data, 0o600)
 	}
-	return dir, err
+	return dir, &spec, err
 }
 
 // resources are -m, --cpus and --pids-limit as the spec's cgroup limits.

@@ -25,13 +25,18 @@ type Engine struct {
 	Root    string // the data root: --root, $MINIBOX_ROOT, /var/lib/minibox
 	Images  *image.Store
 	Runtime *runtime.Runtime
-	Self    string // the supervisors' binary: minibox-shim, else this one
+	Self    string // the supervisors' binary if not the default (supervisorBinary)
 }
 
-// supervisorBinary is what runs `supervise ID`: the small minibox-shim
-// next to this binary when it is the same build (runtime.Shim), because
-// each container pays its start-up and its memory; else this binary.
-func supervisorBinary() (string, error) {
+// supervisorBinary is what runs `supervise ID`: Self if set, else the
+// small minibox-shim next to this binary when it is the same build
+// (runtime.Shim), because each container pays its start-up and its
+// memory; else this binary. Only a command that starts a supervisor asks
+// (finding out reads the shim's build information: ~0.5 ms).
+func (e *Engine) supervisorBinary() (string, error) {
+	if e.Self != "" {
+		return e.Self, nil
+	}
 	if shim, err := runtime.Shim(); err == nil {
 		return shim, nil
 	}
@@ -48,10 +53,6 @@ func New(root string) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	self, err := supervisorBinary()
-	if err != nil {
-		return nil, err
-	}
 	for _, dir := range []string{"engine/containers", "engine/names", "engine/runtime", "volumes"} {
 		if err := os.MkdirAll(filepath.Join(abs, dir), 0o700); err != nil {
 			return nil, err
@@ -59,5 +60,5 @@ func New(root string) (*Engine, error) {
 	}
 	// A container dies with its supervisor (Supervise locks its thread).
 	rt := &runtime.Runtime{Root: filepath.Join(abs, "engine", "runtime"), DeathSignal: unix.SIGKILL}
-	return &Engine{Root: abs, Images: images, Runtime: rt, Self: self}, nil
+	return &Engine{Root: abs, Images: images, Runtime: rt}, nil
 }

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/minibox-lab/minibox/final/engine/early"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
 
@@ -30,12 +31,49 @@ type Supervisor struct {
 	id      string
 	ready   *os.File // its descriptor 3: "listening", then "ok" or "error: …"
 	goAhead *os.File // its descriptor 4: "run" or "attach", then closed
+	// usable, for a supervisor started before main (package early): nil
+	// once it is known to run this build's minibox-shim, else why not.
+	usable chan error
 }
+
+// PrestartNew starts the supervisor of a new container, whose id it
+// chooses (ID, for Options.ID), or takes started, one that `minibox run`
+// started from a package init (early.Take). started is used if it was
+// told this data root and runs this build's minibox-shim, which is
+// checked while the caller writes the record (Start waits for the
+// answer, and starts another supervisor if not).
+func (e *Engine) PrestartNew(started *early.Supervisor) (*Supervisor, error) {
+	if started == nil {
+		return e.Prestart(NewID())
+	}
+	go syscall.Wait4(started.Pid, nil, 0, nil) //nolint:errcheck // reaped if we are still here when it ends
+	s := &Supervisor{e: e, id: started.ID, ready: started.Ready, goAhead: started.GoAhead}
+	if started.Root != e.Root {
+		s.Cancel()
+		return e.Prestart(NewID())
+	}
+	s.usable = make(chan error, 1)
+	go func() {
+		binary, err := e.supervisorBinary()
+		if err == nil && binary != started.Binary {
+			err = fmt.Errorf("the supervisors' binary is %s, not %s", binary, started.Binary)
+		}
+		s.usable <- err
+	}()
+	return s, nil
+}
+
+// ID is the id of the supervisor's container.
+func (s *Supervisor) ID() string { return s.id }
 
 // Prestart starts the supervisor of container id (NewID), which need not
 // exist yet (Options.ID). Start has it start the container; Cancel tells
 // it that none comes.
 func (e *Engine) Prestart(id string) (*Supervisor, error) {
+	self, err := e.supervisorBinary()
+	if err != nil {
+		return nil, err
+	}
 	ready, readyEnd, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -46,7 +84,7 @@ func (e *Engine) Prestart(id string) (*Supervisor, error) {
 		readyEnd.Close()
 		return nil, err
 	}
-	cmd := exec.Command(e.Self, "supervise", "--root", e.Root, id)
+	cmd := exec.Command(self, "supervise", "--root", e.Root, id)
 	cmd.ExtraFiles = []*os.File{readyEnd, goAheadEnd}
 	// Nothing else of ours: a descriptor our caller left us would be held
 	// open by the supervisor for the container's life (a pipe whose
@@ -84,6 +122,17 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 	}
 	if c.State.Status == "running" {
 		return fmt.Errorf("container %s is already running", c.Name)
+	}
+	if s.usable != nil {
+		if err := <-s.usable; err != nil {
+			// Not ours to use: it goes without a word, another comes.
+			s.Cancel()
+			other, err := s.e.Prestart(s.id)
+			if err != nil {
+				return err
+			}
+			*s = *other
+		}
 	}
 	word := "run\n"
 	if attach != nil {

@@ -42,7 +42,10 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 	// forks it (Runtime.DeathSignal): this goroutine keeps that thread
 	// for the supervisor's whole life, so the container dies with it.
 	goruntime.LockOSThread()
-	go warmSpecJSON()
+	go func() { // meanwhile, what the start would pay on its way
+		warmSpecJSON()
+		runtime.FindInit()
+	}()
 	waitAttach, ok := awaitGoAhead()
 	if !ok {
 		ready.Close()
@@ -164,7 +167,7 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	bundle, err := e.writeBundle(c, rootfs, append(mounts, etc...))
+	bundle, spec, err := e.writeBundle(c, rootfs, append(mounts, etc...))
 	if err != nil {
 		return 0, err
 	}
@@ -184,7 +187,7 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 			return 0, errors.New("no client attached within 30 s")
 		}
 	}
-	pid, err := e.Runtime.Create(c.ID, bundle, stdio, console, "")
+	pid, err := e.Runtime.CreateFrom(c.ID, bundle, spec, stdio, console, "")
 	closeChildEnds(stdio)
 	if err != nil {
 		return 0, err

@@ -72,6 +72,13 @@ func (r *Runtime) dir(id string) (string, error) {
 // Create makes container id from bundle and leaves its init waiting for
 // Start. It returns the init's PID (as seen from here).
 func (r *Runtime) Create(id, bundle string, io IO, consoleSocket, pidFile string) (pid int, err error) {
+	return r.CreateFrom(id, bundle, nil, io, consoleSocket, pidFile)
+}
+
+// CreateFrom is Create with the bundle's config.json given as spec, by a
+// caller that has just written it (the engine: reading it back costs
+// ~0.3 ms of JSON in a fresh process); nil reads it.
+func (r *Runtime) CreateFrom(id, bundle string, spec *specs.Spec, io IO, consoleSocket, pidFile string) (pid int, err error) {
 	dir, err := r.dir(id)
 	if err != nil {
 		return 0, err
@@ -79,9 +86,10 @@ func (r *Runtime) Create(id, bundle string, io IO, consoleSocket, pidFile string
 	if bundle, err = filepath.Abs(bundle); err != nil {
 		return 0, err
 	}
-	spec, err := loadSpec(bundle)
-	if err != nil {
-		return 0, err
+	if spec == nil {
+		if spec, err = loadSpec(bundle); err != nil {
+			return 0, err
+		}
 	}
 	if err := validate(spec, bundle); err != nil {
 		return 0, err

@@ -194,6 +194,12 @@ var (
 	initPath string
 )
 
+// FindInit finds the init's binary (initBinary) now, which Create would
+// do on its way: a supervisor has it done while it waits for its word
+// (reading a companion's build information takes ~0.3 ms in a fresh
+// process).
+func FindInit() { initBinary() }
+
 // initBinary is the binary a container's init is executed from: the
 // first of minibox-init, minibox-shim (both looked for next to the
 // running binary, and only of this build) and the running binary itself.

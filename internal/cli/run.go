@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/minibox-lab/minibox/final/engine"
+	"github.com/minibox-lab/minibox/final/engine/early"
 )
 
 // runFlags are run's and create's flags, docker's names.
@@ -175,13 +176,14 @@ waits for the container and exits with its exit status.`,
 			if err != nil {
 				return err
 			}
-			// The container's supervisor starts now: its start-up overlaps
-			// the image lookup and the record (engine.Prestart).
-			o.ID = engine.NewID()
-			sup, err := e.Prestart(o.ID)
+			// The container's supervisor has started before main, or starts
+			// now: its start-up overlaps ours, the image lookup and the
+			// record (engine.PrestartNew).
+			sup, err := e.PrestartNew(early.Take())
 			if err != nil {
 				return &exitError{code: 125, err: err}
 			}
+			o.ID = sup.ID()
 			defer sup.Cancel() // no container for it after all: it exits
 			c, err := createIn(e, o, s)
 			if err != nil {

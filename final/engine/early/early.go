@@ -1,0 +1,194 @@
+// Package early starts the supervisor of `minibox run`'s container from a
+// package init, before the rest of minibox has started.
+//
+// Go runs the init of every package a program links before main: ~2.5 ms
+// for minibox, which links the image distribution client, the Dockerfile
+// parser and cobra's every command. `minibox run` needs a supervisor
+// (final/engine, prestart.go), and the supervisor's own start (fork, exec
+// of minibox-shim, its Go start: ~3.5 ms) is the longest step on the way
+// to the container. Started from main, it follows minibox's inits; started
+// here, it overlaps them.
+//
+// Go initialises a package once every package it imports is, and among
+// the packages ready at a moment the one first in import path order (the
+// Go spec, "Package initialization", since Go 1.21). This package imports
+// only os and what os imports itself (io, syscall): its init runs
+// about a millisecond into the process. It must stay that way: an import
+// of, say, path/filepath or strings would make it wait for every ready
+// package that sorts before that one.
+//
+// Nothing here decides anything the command line has not said plainly.
+// The supervisor is started only for `minibox run` as root, without
+// --root (the data root is then $MINIBOX_ROOT or the default, both
+// absolute, which is all this package can tell without parsing flags),
+// without -h/--help, and when minibox-shim lies next to minibox. It is
+// told nothing until `run` gives it the word (engine.Supervisor.Start), and
+// `run` does that only after checking that it is this data root's and that
+// minibox-shim is the same build (engine.Engine.PrestartNew); otherwise it
+// closes the pipe, and the supervisor exits without having touched
+// anything (end of file: no container comes).
+package early
+
+import (
+	"io"
+	"os"
+	"syscall"
+)
+
+// ShimName is minibox-shim's file name (final/runtime.ShimName: this
+// package cannot import final/runtime, see above).
+const ShimName = "minibox-shim"
+
+// DefaultRoot is the data root without --root and $MINIBOX_ROOT
+// (internal/cleanup.DefaultDataRoot).
+const DefaultRoot = "/var/lib/minibox"
+
+// close_range(2) (Linux 5.9; CLOSE_RANGE_CLOEXEC 5.11) has one number on
+// every architecture; the syscall package predates it.
+const (
+	sysCloseRange     = 436
+	closeRangeCloexec = 4
+)
+
+// A Supervisor is a supervisor started here, waiting for its word.
+type Supervisor struct {
+	Binary  string   // the minibox-shim it runs
+	Root    string   // the data root it was told (--root)
+	ID      string   // the new container's id
+	Pid     int      //
+	Ready   *os.File // its descriptor 3 (engine.Supervisor)
+	GoAhead *os.File // its descriptor 4
+}
+
+var started *Supervisor
+
+func init() {
+	if !wanted(os.Args) || os.Geteuid() != 0 {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	started, _ = Start(dir(self)+"/"+ShimName, dataRoot())
+}
+
+// Take returns the supervisor this process started early, once; nil if
+// there is none (any other command, or a `run` with --root).
+func Take() *Supervisor {
+	s := started
+	started = nil
+	return s
+}
+
+// wanted reports whether args (os.Args) are a `minibox run` whose data
+// root is not given by --root, and that is not a request for help.
+func wanted(args []string) bool {
+	if len(args) < 2 || args[1] != "run" {
+		return false
+	}
+	for _, a := range args[2:] {
+		if a == "-h" || a == "--help" || a == "--root" || (len(a) > len("--root=") && a[:len("--root=")] == "--root=") {
+			return false
+		}
+	}
+	return true
+}
+
+// dataRoot is $MINIBOX_ROOT, else the default; "" if it is not absolute
+// (engine.New makes it absolute from the working directory; here that
+// would take path/filepath).
+func dataRoot() string {
+	root := os.Getenv("MINIBOX_ROOT")
+	if root == "" {
+		root = DefaultRoot
+	}
+	if root[0] != '/' {
+		return ""
+	}
+	return root
+}
+
+// Start starts binary as the supervisor of a new container of data root
+// root: `binary supervise --root ROOT ID`, as engine.Prestart does, in a
+// session of its own, with the ready pipe on its descriptor 3 and the
+// go-ahead pipe on 4. Exported for the engine's tests.
+func Start(binary, root string) (*Supervisor, error) {
+	if root == "" {
+		return nil, syscall.EINVAL
+	}
+	if info, err := os.Stat(binary); err != nil || !info.Mode().IsRegular() {
+		return nil, syscall.ENOENT
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	ready, readyEnd, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	goAheadEnd, goAhead, err := os.Pipe()
+	if err != nil {
+		ready.Close()
+		readyEnd.Close()
+		return nil, err
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, closeAll(err, ready, readyEnd, goAhead, goAheadEnd)
+	}
+	// The child gets these five descriptors and no other. Go opens its own
+	// close-on-exec, but one our caller left us open would stay open in
+	// the supervisor for the container's life (a pipe whose reader then
+	// waits for its end): close-on-exec from 3 up, as engine.Prestart
+	// does (runtime.CloseOnExecFrom), or no early start.
+	if _, _, errno := syscall.Syscall(sysCloseRange, 3, 1<<32-1, closeRangeCloexec); errno != 0 {
+		return nil, closeAll(errno, null, ready, readyEnd, goAhead, goAheadEnd)
+	}
+	pid, err := syscall.ForkExec(binary, []string{binary, "supervise", "--root", root, id}, &syscall.ProcAttr{
+		Env:   os.Environ(),
+		Files: []uintptr{null.Fd(), null.Fd(), null.Fd(), readyEnd.Fd(), goAheadEnd.Fd()},
+		Sys:   &syscall.SysProcAttr{Setsid: true}, // no terminal: no Ctrl-C of ours reaches it
+	})
+	closeAll(nil, null, readyEnd, goAheadEnd)
+	if err != nil {
+		return nil, closeAll(err, ready, goAhead)
+	}
+	return &Supervisor{Binary: binary, Root: root, ID: id, Pid: pid, Ready: ready, GoAhead: goAhead}, nil
+}
+
+// newID is a container id (engine.NewID): 32 random bytes in hex.
+func newID() (string, error) {
+	f, err := os.Open("/dev/urandom")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b := make([]byte, 32)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return "", err
+	}
+	const digits = "0123456789abcdef"
+	id := make([]byte, 0, 64)
+	for _, c := range b {
+		id = append(id, digits[c>>4], digits[c&15])
+	}
+	return string(id), nil
+}
+
+// dir is path/filepath.Dir of an absolute path.
+func dir(path string) string {
+	i := len(path) - 1
+	for i > 0 && path[i] != '/' {
+		i--
+	}
+	return path[:i]
+}
+
+func closeAll(err error, files ...*os.File) error {
+	for _, f := range files {
+		f.Close()
+	}
+	return err
+}

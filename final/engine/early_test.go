@@ -1,0 +1,59 @@
+package engine_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/minibox-lab/minibox/final/engine"
+	"github.com/minibox-lab/minibox/final/engine/early"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The supervisor `minibox run` starts from a package init (package early)
+// becomes the container's supervisor when it was told this data root and
+// runs the supervisors' binary of this build; otherwise it is told
+// nothing (it exits) and another is started, and the container runs all
+// the same.
+func TestEarlySupervisorIsUsedOnlyIfItIsOurs(t *testing.T) {
+	e := newEnv(t)
+	eng, err := engine.New(e.root)
+	require.NoError(t, err)
+	eng.Self = bin // the supervisors' binary here (the shim of `minibox run`)
+	another := filepath.Join(t.TempDir(), "minibox-shim")
+	data, err := os.ReadFile(bin)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(another, data, 0o755))
+	for _, tc := range []struct {
+		what, binary, root string
+		used               bool
+	}{
+		{"ours", bin, e.root, true},
+		{"told another data root", bin, t.TempDir(), false},
+		{"another binary", another, e.root, false},
+	} {
+		started, err := early.Start(tc.binary, tc.root)
+		require.NoError(t, err, tc.what)
+		sup, err := eng.PrestartNew(started)
+		require.NoError(t, err, tc.what)
+		if tc.used {
+			assert.Equal(t, started.ID, sup.ID(), tc.what)
+		}
+		c, err := eng.Create(context.Background(), engine.Options{ID: sup.ID(), Image: e.ref, Args: []string{"sleep", "1000"}, Network: "none"})
+		require.NoError(t, err, tc.what)
+		require.NoError(t, sup.Start(nil), tc.what)
+		rec := e.inspect(c.ID)
+		assert.Equal(t, "running", rec.State.Status, tc.what)
+		if tc.used {
+			assert.Equal(t, started.Pid, rec.State.SupervisorPid, "%s: the early supervisor runs the container", tc.what)
+		} else {
+			assert.NotEqual(t, started.Pid, rec.State.SupervisorPid, tc.what)
+			assert.Eventually(t, func() bool { return !alive(started.Pid) }, 5*time.Second, 20*time.Millisecond,
+				"%s: the early supervisor, told nothing, has not exited", tc.what)
+		}
+		e.ok("rm", "-f", c.ID)
+	}
+}
