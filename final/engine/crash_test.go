@@ -65,7 +65,11 @@ func superviseUntilListening(t *testing.T, e *env, id string) *exec.Cmd {
 	goAheadEnd.Close()
 	_, err = goAhead.WriteString("attach\n")
 	require.NoError(t, err)
-	line, err := bufio.NewReader(ready).ReadString('\n')
+	lines := bufio.NewReader(ready)
+	line, err := lines.ReadString('\n')
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(line, "build "), "its first line tells its build: %q", line)
+	line, err = lines.ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "listening\n", line)
 	return cmd

@@ -22,19 +22,25 @@ func TestEarlySupervisorIsUsedOnlyIfItIsOurs(t *testing.T) {
 	e := newEnv(t)
 	eng, err := engine.New(e.root)
 	require.NoError(t, err)
-	eng.Self = bin // the supervisors' binary here (the shim of `minibox run`)
-	another := filepath.Join(t.TempDir(), "minibox-shim")
-	data, err := os.ReadFile(bin)
+	// This test binary is a supervisor too (TestMain), of its own build:
+	// the supervisors' binary here, as minibox-shim is for minibox.
+	self, err := os.Executable()
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(another, data, 0o755))
+	eng.Self = self
 	for _, tc := range []struct {
 		what, binary, root string
 		used               bool
 	}{
-		{"ours", bin, e.root, true},
-		{"told another data root", bin, t.TempDir(), false},
-		{"another binary", another, e.root, false},
+		{"ours", self, e.root, true},
+		{"told another data root", self, t.TempDir(), false},
+		{"another binary", filepath.Join(t.TempDir(), "minibox-shim"), e.root, false},
+		{"another build (minibox's shim)", filepath.Join(filepath.Dir(bin), "minibox-shim"), e.root, false},
 	} {
+		if tc.what == "another binary" { // the same build, at another path
+			data, err := os.ReadFile(self)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(tc.binary, data, 0o755))
+		}
 		started, err := early.Start(tc.binary, tc.root)
 		require.NoError(t, err, tc.what)
 		sup, err := eng.PrestartNew(started)

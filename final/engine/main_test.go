@@ -30,6 +30,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/minibox-lab/minibox/final/engine"
+	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/minibox-lab/minibox/internal/registrytest"
 	"github.com/minibox-lab/minibox/internal/rootfs"
@@ -46,6 +48,18 @@ const (
 var bin string
 
 func TestMain(m *testing.M) {
+	// This binary as a container's supervisor, keeper and init, as
+	// minibox-shim is: TestEarlySupervisorIsUsedOnlyIfItIsOurs starts it so,
+	// for a supervisor of the test's own build.
+	if runtime.IsInit() {
+		runtime.Init()
+	}
+	if engine.IsKeeper() {
+		os.Exit(engine.Keep())
+	}
+	if len(os.Args) == 5 && os.Args[1] == "supervise" && os.Args[2] == "--root" {
+		os.Exit(supervise(os.Args[3], os.Args[4]))
+	}
 	if os.Geteuid() != 0 {
 		os.Exit(m.Run()) // the kernel tests skip (or fail under MINIBOX_REQUIRE_ROOT=1)
 	}
@@ -53,6 +67,20 @@ func TestMain(m *testing.M) {
 		os.Exit(inner(m))
 	}
 	os.Exit(outer())
+}
+
+// supervise is `supervise --root ROOT ID` (cmd/minibox-shim).
+func supervise(root, id string) int {
+	ready := os.NewFile(3, "ready")
+	e, err := engine.New(root)
+	if err == nil {
+		err = e.Supervise(id, ready)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "engine test binary, supervise:", err)
+		return 1
+	}
+	return 0
 }
 
 // outer builds minibox, runs the package in a network namespace of its

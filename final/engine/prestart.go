@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -31,36 +32,50 @@ type Supervisor struct {
 	id      string
 	ready   *os.File // its descriptor 3: "listening", then "ok" or "error: …"
 	goAhead *os.File // its descriptor 4: "run" or "attach", then closed
-	// usable, for a supervisor started before main (package early): nil
-	// once it is known to run this build's minibox-shim, else why not.
-	usable chan error
+	// early: started before main (package early), it is used only if it
+	// runs this build's supervisors' binary, which it tells first thing
+	// (its first line: "build" and its build information, quoted).
+	early *early.Supervisor
 }
 
 // PrestartNew starts the supervisor of a new container, whose id it
 // chooses (ID, for Options.ID), or takes started, one that `minibox run`
-// started from a package init (early.Take). started is used if it was
-// told this data root and runs this build's minibox-shim, which is
-// checked while the caller writes the record (Start waits for the
-// answer, and starts another supervisor if not).
+// started from a package init (early.Take) if it was told this data
+// root. Start checks that started runs this build's supervisors' binary
+// before it gives the word, and starts another supervisor if not.
 func (e *Engine) PrestartNew(started *early.Supervisor) (*Supervisor, error) {
 	if started == nil {
 		return e.Prestart(NewID())
 	}
 	go syscall.Wait4(started.Pid, nil, 0, nil) //nolint:errcheck // reaped if we are still here when it ends
-	s := &Supervisor{e: e, id: started.ID, ready: started.Ready, goAhead: started.GoAhead}
+	s := &Supervisor{e: e, id: started.ID, ready: started.Ready, goAhead: started.GoAhead, early: started}
 	if started.Root != e.Root {
 		s.Cancel()
 		return e.Prestart(NewID())
 	}
-	s.usable = make(chan error, 1)
-	go func() {
-		binary, err := e.supervisorBinary()
-		if err == nil && binary != started.Binary {
-			err = fmt.Errorf("the supervisors' binary is %s, not %s", binary, started.Binary)
-		}
-		s.usable <- err
-	}()
 	return s, nil
+}
+
+// ours reports why the early supervisor is not ours to use, or nil: the
+// build it reports on its first line must be ours (runtime.SameBuild,
+// what runtime.Shim checks by reading the shim's file), and its binary
+// the supervisors' binary (the shim next to us, or Self).
+func (s *Supervisor) ours(lines *bufio.Scanner) error {
+	if s.e.Self != "" && s.e.Self != s.early.Binary {
+		return fmt.Errorf("the supervisors' binary is %s, not %s", s.e.Self, s.early.Binary)
+	}
+	if !lines.Scan() {
+		return errors.New("it ended without telling its build")
+	}
+	quoted, ok := strings.CutPrefix(lines.Text(), "build ")
+	if !ok {
+		return fmt.Errorf("its first line is %q, not its build", lines.Text())
+	}
+	info, err := strconv.Unquote(quoted)
+	if err != nil {
+		return fmt.Errorf("its build line: %w", err)
+	}
+	return runtime.SameBuild(info)
 }
 
 // ID is the id of the supervisor's container.
@@ -123,16 +138,16 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 	if c.State.Status == "running" {
 		return fmt.Errorf("container %s is already running", c.Name)
 	}
-	if s.usable != nil {
-		if err := <-s.usable; err != nil {
-			// Not ours to use: it goes without a word, another comes.
-			s.Cancel()
-			other, err := s.e.Prestart(s.id)
-			if err != nil {
-				return err
-			}
-			*s = *other
+	lines := bufio.NewScanner(s.ready)
+	if s.early != nil && s.ours(lines) != nil {
+		// Not ours to use: it goes without a word, another comes.
+		s.Cancel()
+		other, err := s.e.Prestart(s.id)
+		if err != nil {
+			return err
 		}
+		*s = *other
+		lines = bufio.NewScanner(s.ready)
 	}
 	word := "run\n"
 	if attach != nil {
@@ -140,13 +155,12 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 	}
 	if _, err := s.goAhead.WriteString(word); err != nil {
 		// It ended before it heard: why is on the ready pipe.
-		if why := s.failure(); why != nil {
+		if why := failure(lines); why != nil {
 			return why
 		}
 		return fmt.Errorf("the supervisor of %s: %w", c.Name, err)
 	}
 	s.goAhead.Close()
-	lines := bufio.NewScanner(s.ready)
 	for lines.Scan() {
 		line := lines.Text()
 		switch {
@@ -163,9 +177,9 @@ func (s *Supervisor) Start(attach func(id string) error) error {
 	return fmt.Errorf("the supervisor of %s ended without a word", c.Name)
 }
 
-// failure is the error a supervisor that ended reported, if any.
-func (s *Supervisor) failure() error {
-	lines := bufio.NewScanner(s.ready)
+// failure is the error a supervisor that ended reported on its ready
+// pipe, lines, if any.
+func failure(lines *bufio.Scanner) error {
 	for lines.Scan() {
 		if why, ok := strings.CutPrefix(lines.Text(), "error: "); ok {
 			return errors.New(why)

@@ -38,6 +38,9 @@ import (
 // told "attach", it starts the container only once a client is attached,
 // so that no output is missed.
 func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
+	// First, which build runs here: the starter of an early supervisor
+	// checks it (prestart.go), instead of reading our binary's file.
+	fmt.Fprintf(ready, "build %s\n", strconv.Quote(runtime.BuildInfo()))
 	// The container's init gets a death signal bound to the thread that
 	// forks it (Runtime.DeathSignal): this goroutine keeps that thread
 	// for the supervisor's whole life, so the container dies with it.

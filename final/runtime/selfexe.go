@@ -144,6 +144,34 @@ func Companion(name string) (string, error) {
 	return path, nil
 }
 
+// BuildInfo is the running binary's build information as text
+// (debug.BuildInfo.String), "" if it has none: a companion already running
+// tells its starter this, which SameBuild checks without reading the
+// companion's file.
+func BuildInfo() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.String()
+	}
+	return ""
+}
+
+// SameBuild reports how the build described by info (BuildInfo of
+// another binary) differs from the running binary's, as Companion does.
+func SameBuild(info string) error {
+	mine, ok := debug.ReadBuildInfo()
+	if !ok {
+		return errors.New("the running binary has no build information")
+	}
+	theirs, err := debug.ParseBuildInfo(info)
+	if err != nil {
+		return fmt.Errorf("its build information: %w", err)
+	}
+	// The one line ParseBuildInfo leaves out (String writes it first).
+	first, _, _ := strings.Cut(info, "\n")
+	theirs.GoVersion, _ = strings.CutPrefix(first, "go\t")
+	return sameBuild(mine, theirs)
+}
+
 // sameBuild reports the first difference between the running binary's
 // build and its companion's: toolchain, module, build settings (flags, the
 // -X SourceID of the Makefile, the VCS revision and whether the tree was

@@ -23,10 +23,12 @@
 // absolute, which is all this package can tell without parsing flags),
 // without -h/--help, and when minibox-shim lies next to minibox. It is
 // told nothing until `run` gives it the word (engine.Supervisor.Start), and
-// `run` does that only after checking that it is this data root's and that
-// minibox-shim is the same build (engine.Engine.PrestartNew); otherwise it
-// closes the pipe, and the supervisor exits without having touched
-// anything (end of file: no container comes).
+// `run` does that only after checking that it was told this data root
+// (engine.Engine.PrestartNew) and that it is of minibox's build: its first
+// line on the ready pipe is its build information, which run compares
+// with its own (final/runtime.SameBuild). Otherwise run closes the pipe,
+// and the supervisor exits without having touched anything (end of file:
+// no container comes).
 package early
 
 import (
