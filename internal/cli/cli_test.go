@@ -105,3 +105,26 @@ func TestDoctorOnThisMachine(t *testing.T) {
 	assert.Contains(t, out, "Ready for the lessons")
 	assert.NotContains(t, out, "✗")
 }
+
+// newRoot makes the command a command line names alone: each entry of
+// commands must make the command of its name, and the whole tree must
+// hold nothing else (but the lessons' stand-ins, help and completion).
+func TestCommandsAreFoundByName(t *testing.T) {
+	s := &streams{in: strings.NewReader(""), out: &bytes.Buffer{}, err: &bytes.Buffer{}}
+	names := map[string]bool{}
+	for _, c := range commands {
+		assert.Equal(t, c.name, c.make(s).Name())
+		names[c.name] = true
+		alone := newRoot(s, []string{c.name, "--help"})
+		found, _, err := alone.Find([]string{c.name})
+		require.NoError(t, err, c.name)
+		assert.Equal(t, c.name, found.Name())
+	}
+	for _, c := range newRoot(s, nil).Commands() {
+		if c.Name() != LessonsUse && c.Name() != "lesson" && c.Name() != "help" && c.Name() != "completion" {
+			assert.True(t, names[c.Name()], "%s is not in commands", c.Name())
+		}
+	}
+	_, _, code := minibox(t, "run", "--no-such-flag", "img")
+	assert.Equal(t, 1, code)
+}
