@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,7 +29,7 @@ import (
 type Supervisor struct {
 	e       *Engine
 	id      string
-	ready   *os.File // its descriptor 3: "listening", then "ok" or "error: …"
+	ready   *os.File // its descriptor 3: "build …", "listening", then "ok" or "error: …"
 	goAhead *os.File // its descriptor 4: "run" or "attach", then closed
 	// early: started before main (package early), it is used only if it
 	// runs this build's supervisors' binary, which it tells first thing
@@ -89,34 +88,12 @@ func (e *Engine) Prestart(id string) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	ready, readyEnd, err := os.Pipe()
+	started, err := early.Spawn(self, e.Root, id)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("start the supervisor %s: %w", self, err)
 	}
-	goAheadEnd, goAhead, err := os.Pipe()
-	if err != nil {
-		ready.Close()
-		readyEnd.Close()
-		return nil, err
-	}
-	cmd := exec.Command(self, "supervise", "--root", e.Root, id)
-	cmd.ExtraFiles = []*os.File{readyEnd, goAheadEnd}
-	// Nothing else of ours: a descriptor our caller left us would be held
-	// open by the supervisor for the container's life (a pipe whose
-	// reader waits for its end), and passed on to the container.
-	runtime.CloseOnExecFrom(3)
-	// A session of its own: no terminal, no Ctrl-C of ours reaches it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	readyEnd.Close()
-	goAheadEnd.Close()
-	if err != nil {
-		ready.Close()
-		goAhead.Close()
-		return nil, fmt.Errorf("start the supervisor: %w", err)
-	}
-	go cmd.Wait() //nolint:errcheck // reaped if we are still here when it ends
-	return &Supervisor{e: e, id: id, ready: ready, goAhead: goAhead}, nil
+	go syscall.Wait4(started.Pid, nil, 0, nil) //nolint:errcheck // reaped if we are still here when it ends
+	return &Supervisor{e: e, id: id, ready: started.Ready, goAhead: started.GoAhead}, nil
 }
 
 // Cancel tells the supervisor that its container does not come: it exits.

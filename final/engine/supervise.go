@@ -33,8 +33,9 @@ import (
 )
 
 // Supervise runs container id, once its starter says so (prestart.go),
-// and returns when it has ended. It reports on ready ("listening", then
-// "ok" or "error: …", one per line) so that Start can tell its caller;
+// and returns when it has ended. It reports on ready ("build …", its build
+// information; "listening"; then "ok" or "error: …"; one per line) so that
+// Start can tell its caller;
 // told "attach", it starts the container only once a client is attached,
 // so that no output is missed.
 func (e *Engine) Supervise(id string, ready io.WriteCloser) error {

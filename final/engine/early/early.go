@@ -17,6 +17,9 @@
 // of, say, path/filepath or strings would make it wait for every ready
 // package that sorts before that one.
 //
+// Spawn, the way this package starts a supervisor, is how every supervisor
+// starts (engine.Prestart).
+//
 // Nothing here decides anything the command line has not said plainly.
 // The supervisor is started only for `minibox run` as root, without
 // --root (the data root is then $MINIBOX_ROOT or the default, both
@@ -112,19 +115,25 @@ func dataRoot() string {
 }
 
 // Start starts binary as the supervisor of a new container of data root
-// root: `binary supervise --root ROOT ID`, as engine.Prestart does, in a
-// session of its own, with the ready pipe on its descriptor 3 and the
-// go-ahead pipe on 4. Exported for the engine's tests.
+// root, with a new id (Spawn).
 func Start(binary, root string) (*Supervisor, error) {
-	if root == "" {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	return Spawn(binary, root, id)
+}
+
+// Spawn starts binary as the supervisor of container id of data root root
+// (absolute): `binary supervise --root ROOT ID`, in a session of its own,
+// with the ready pipe on its descriptor 3 and the go-ahead pipe on 4. It
+// is how every supervisor starts (engine.Prestart too).
+func Spawn(binary, root, id string) (*Supervisor, error) {
+	if root == "" || root[0] != '/' {
 		return nil, syscall.EINVAL
 	}
 	if info, err := os.Stat(binary); err != nil || !info.Mode().IsRegular() {
 		return nil, syscall.ENOENT
-	}
-	id, err := newID()
-	if err != nil {
-		return nil, err
 	}
 	ready, readyEnd, err := os.Pipe()
 	if err != nil {
@@ -132,9 +141,7 @@ func Start(binary, root string) (*Supervisor, error) {
 	}
 	goAheadEnd, goAhead, err := os.Pipe()
 	if err != nil {
-		ready.Close()
-		readyEnd.Close()
-		return nil, err
+		return nil, closeAll(err, ready, readyEnd)
 	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -143,11 +150,8 @@ func Start(binary, root string) (*Supervisor, error) {
 	// The child gets these five descriptors and no other. Go opens its own
 	// close-on-exec, but one our caller left us open would stay open in
 	// the supervisor for the container's life (a pipe whose reader then
-	// waits for its end): close-on-exec from 3 up, as engine.Prestart
-	// does (runtime.CloseOnExecFrom), or no early start.
-	if _, _, errno := syscall.Syscall(sysCloseRange, 3, 1<<32-1, closeRangeCloexec); errno != 0 {
-		return nil, closeAll(errno, null, ready, readyEnd, goAhead, goAheadEnd)
-	}
+	// waits for its end).
+	closeOnExecFrom3()
 	pid, err := syscall.ForkExec(binary, []string{binary, "supervise", "--root", root, id}, &syscall.ProcAttr{
 		Env:   os.Environ(),
 		Files: []uintptr{null.Fd(), null.Fd(), null.Fd(), readyEnd.Fd(), goAheadEnd.Fd()},
@@ -158,6 +162,29 @@ func Start(binary, root string) (*Supervisor, error) {
 		return nil, closeAll(err, ready, goAhead)
 	}
 	return &Supervisor{Binary: binary, Root: root, ID: id, Pid: pid, Ready: ready, GoAhead: goAhead}, nil
+}
+
+// closeOnExecFrom3 marks every descriptor from 3 up close-on-exec:
+// close_range(2) CLOSE_RANGE_CLOEXEC (Linux 5.11), else one by one from
+// /proc/self/fd (final/runtime.CloseOnExecFrom, which this package cannot
+// import).
+func closeOnExecFrom3() {
+	if _, _, errno := syscall.Syscall(sysCloseRange, 3, 1<<32-1, closeRangeCloexec); errno == 0 {
+		return
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd := 0
+		for _, c := range e.Name() {
+			fd = fd*10 + int(c-'0')
+		}
+		if fd >= 3 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 // newID is a container id (engine.NewID): 32 random bytes in hex.
