@@ -58,8 +58,10 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "minibox-shim supervise: %v\n%s\n", err, usage)
 		return 2
 	}
-	// fd 3 is the pipe on which engine.Start waits for "ok" or "error: …".
+	// fd 3 is the pipe on which engine.Start waits for our build, then
+	// "ok" or "error: …".
 	ready := os.NewFile(3, "ready")
+	engine.TellBuild(ready)
 	if err := supervise(root, id, ready); err != nil {
 		fmt.Fprintf(stderr, "minibox supervise: %v\n", err)
 		return 1

@@ -8,7 +8,7 @@ import (
 	goruntime "runtime"
 
 	"github.com/minibox-lab/minibox/final/engine"
-	_ "github.com/minibox-lab/minibox/final/engine/early" // run: its supervisor starts first (see there)
+	_ "github.com/minibox-lab/minibox/final/engine/early/onrun" // run: its supervisor starts first (package early)
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/cli"
 )

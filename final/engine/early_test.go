@@ -35,7 +35,14 @@ func TestEarlySupervisorIsUsedOnlyIfItIsOurs(t *testing.T) {
 		{"told another data root", self, t.TempDir(), false},
 		{"another binary", filepath.Join(t.TempDir(), "minibox-shim"), e.root, false},
 		{"another build (minibox's shim)", filepath.Join(filepath.Dir(bin), "minibox-shim"), e.root, false},
+		// A shim from before the build line: silent until its word.
+		{"silent until its word", filepath.Join(t.TempDir(), "minibox-shim"), e.root, false},
 	} {
+		eng.Self = self
+		if tc.what == "silent until its word" {
+			require.NoError(t, os.WriteFile(tc.binary, []byte("#!/bin/sh\nread word <&4\n"), 0o755))
+			eng.Self = "" // as in minibox: only the build it tells decides (here: none, within a second)
+		}
 		if tc.what == "another binary" { // the same build, at another path
 			data, err := os.ReadFile(self)
 			require.NoError(t, err)

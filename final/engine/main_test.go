@@ -72,6 +72,7 @@ func TestMain(m *testing.M) {
 // supervise is `supervise --root ROOT ID` (cmd/minibox-shim).
 func supervise(root, id string) int {
 	ready := os.NewFile(3, "ready")
+	engine.TellBuild(ready)
 	e, err := engine.New(root)
 	if err == nil {
 		err = e.Supervise(id, ready)

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/minibox-lab/minibox/final/engine/early"
 	"github.com/minibox-lab/minibox/final/runtime"
@@ -63,8 +64,16 @@ func (s *Supervisor) ours(lines *bufio.Scanner) error {
 	if s.e.Self != "" && s.e.Self != s.early.Binary {
 		return fmt.Errorf("the supervisors' binary is %s, not %s", s.e.Self, s.early.Binary)
 	}
+	// Within a second: a minibox-shim of a build from before this line
+	// says nothing until its word, which would wait for ever.
+	if err := s.early.Ready.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
 	if !lines.Scan() {
-		return errors.New("it ended without telling its build")
+		return fmt.Errorf("it did not tell its build: %v", lines.Err())
+	}
+	if err := s.early.Ready.SetReadDeadline(time.Time{}); err != nil {
+		return err
 	}
 	quoted, ok := strings.CutPrefix(lines.Text(), "build ")
 	if !ok {

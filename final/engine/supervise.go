@@ -33,15 +33,12 @@ import (
 )
 
 // Supervise runs container id, once its starter says so (prestart.go),
-// and returns when it has ended. It reports on ready ("build …", its build
-// information; "listening"; then "ok" or "error: …"; one per line) so that
+// and returns when it has ended. It reports on ready ("listening", then
+// "ok" or "error: …", one per line, after TellBuild's line) so that
 // Start can tell its caller;
 // told "attach", it starts the container only once a client is attached,
 // so that no output is missed.
 func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
-	// First, which build runs here: the starter of an early supervisor
-	// checks it (prestart.go), instead of reading our binary's file.
-	fmt.Fprintf(ready, "build %s\n", strconv.Quote(runtime.BuildInfo()))
 	// The container's init gets a death signal bound to the thread that
 	// forks it (Runtime.DeathSignal): this goroutine keeps that thread
 	// for the supervisor's whole life, so the container dies with it.
@@ -89,6 +86,14 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 	}
 	status := s.wait(pid)
 	return s.finish(status)
+}
+
+// TellBuild is the first thing a supervisor says on its ready pipe, even
+// before it opens the engine: "build" and its build information, quoted,
+// which the starter of an early supervisor checks (prestart.go) instead of
+// reading our binary's file.
+func TellBuild(ready io.Writer) {
+	fmt.Fprintf(ready, "build %s\n", strconv.Quote(runtime.BuildInfo()))
 }
 
 // warmSpecJSON has encoding/json prepare the OCI spec's encoders and

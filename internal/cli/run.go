@@ -355,6 +355,7 @@ func newSuperviseCmd() *cobra.Command {
 		Args:   cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ready := os.NewFile(3, "ready")
+			engine.TellBuild(ready)
 			e, err := f.open("supervise")
 			if err != nil {
 				fmt.Fprintf(ready, "error: %v\n", err)

@@ -1,5 +1,7 @@
 // Package early starts the supervisor of `minibox run`'s container from a
-// package init, before the rest of minibox has started.
+// package init, before the rest of minibox has started: the init is its
+// sub-package onrun's, which only cmd/minibox imports (so that no other
+// binary that links the engine starts one).
 //
 // Go runs the init of every package a program links before main: ~2.5 ms
 // for minibox, which links the image distribution client, the Dockerfile
@@ -12,10 +14,10 @@
 // Go initialises a package once every package it imports is, and among
 // the packages ready at a moment the one first in import path order (the
 // Go spec, "Package initialization", since Go 1.21). This package imports
-// only os and what os imports itself (io, syscall): its init runs
-// about a millisecond into the process. It must stay that way: an import
-// of, say, path/filepath or strings would make it wait for every ready
-// package that sorts before that one.
+// only os and what os imports itself (io, syscall), and onrun only this
+// one and os: onrun's init runs about a millisecond into the process. It
+// must stay that way: an import of, say, path/filepath or strings would
+// make it wait for every ready package that sorts before that one.
 //
 // Spawn, the way this package starts a supervisor, is how every supervisor
 // starts (engine.Prestart).
@@ -28,10 +30,14 @@
 // told nothing until `run` gives it the word (engine.Supervisor.Start), and
 // `run` does that only after checking that it was told this data root
 // (engine.Engine.PrestartNew) and that it is of minibox's build: its first
-// line on the ready pipe is its build information, which run compares
-// with its own (final/runtime.SameBuild). Otherwise run closes the pipe,
-// and the supervisor exits without having touched anything (end of file:
-// no container comes).
+// line on the ready pipe, within a second, is its build information,
+// which run compares with its own (final/runtime.SameBuild). Otherwise
+// run closes the pipe, and the supervisor exits (end of file: no
+// container comes), having done nothing but open the engine (make the
+// data root's directories if missing, as every command does); run starts
+// another. A minibox-shim of an older build is not run by `make build`'s
+// tree; one left there by hand does whatever that build does with
+// `supervise --root ROOT ID` before it reads its word.
 package early
 
 import (
@@ -48,8 +54,10 @@ const ShimName = "minibox-shim"
 // (internal/cleanup.DefaultDataRoot).
 const DefaultRoot = "/var/lib/minibox"
 
-// close_range(2) (Linux 5.9; CLOSE_RANGE_CLOEXEC 5.11) has one number on
-// every architecture; the syscall package predates it.
+// close_range(2) (Linux 5.9; CLOSE_RANGE_CLOEXEC 5.11): 436 on amd64,
+// arm64 and the other architectures of the common table (not on mips,
+// where the call then fails and closeOnExecFrom3 goes one by one); the
+// syscall package predates it.
 const (
 	sysCloseRange     = 436
 	closeRangeCloexec = 4
@@ -67,8 +75,10 @@ type Supervisor struct {
 
 var started *Supervisor
 
-func init() {
-	if !wanted(os.Args) || os.Geteuid() != 0 {
+// Begin is what minibox does first (package onrun's init, with os.Args):
+// for a `run` that Take will take, start its supervisor now.
+func Begin(args []string) {
+	if !wanted(args) || os.Geteuid() != 0 {
 		return
 	}
 	self, err := os.Executable()
