@@ -23,11 +23,7 @@ import (
 // mountRootfs mounts the overlay of the image's layers and the
 // container's upper directory on containers/<id>/rootfs.
 func (e *Engine) mountRootfs(c *Container) (string, error) {
-	img, err := e.Images.Lookup(c.ImageDigest)
-	if err != nil {
-		return "", fmt.Errorf("image of container %s: %w", c.Short(), err)
-	}
-	layers, err := e.Images.LayerDirs(img)
+	layers, err := e.layers(c)
 	if err != nil {
 		return "", err
 	}
@@ -44,6 +40,20 @@ func (e *Engine) mountRootfs(c *Container) (string, error) {
 		return "", err
 	}
 	return rootfs, nil
+}
+
+// layers are the container's image's layer directories, bottom first: as
+// its record says (create wrote them), or from the image store for a
+// record from before they were recorded.
+func (e *Engine) layers(c *Container) ([]string, error) {
+	if len(c.Layers) > 0 {
+		return c.Layers, nil
+	}
+	img, err := e.Images.Lookup(c.ImageDigest)
+	if err != nil {
+		return nil, fmt.Errorf("image of container %s: %w", c.Short(), err)
+	}
+	return e.Images.LayerDirs(img)
 }
 
 // unmountRootfs undoes mountRootfs (umount -l: a process still using it

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -208,6 +209,36 @@ func TestCreateStart(t *testing.T) {
 	assert.Equal(t, "started\nstarted\n", e.ok("logs", "c"), "started again, its log appended")
 	out := e.ok("start", "-a", "c")
 	assert.Equal(t, "started\n", out)
+}
+
+// create records the image's layer directories, and the supervisor mounts
+// those without opening the image store (here: without its index); a
+// record from before they were recorded is looked up in the store.
+func TestStartMountsTheRecordedLayers(t *testing.T) {
+	e := newEnv(t)
+	id := strings.TrimSpace(e.ok("create", "--network", "none", e.ref, "cat", "/srv/motd"))
+	layers := e.inspect(id).Layers
+	require.NotEmpty(t, layers)
+	for _, dir := range layers {
+		assert.DirExists(t, dir)
+	}
+	index := filepath.Join(e.root, "images", "index.json")
+	require.NoError(t, os.Rename(index, index+".away"))
+	out, stderr, code := e.mb("start", "-a", id)
+	require.NoError(t, os.Rename(index+".away", index))
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, imageMotd, out, "mounted from the recorded layers, the store's index away")
+
+	path := filepath.Join(e.root, "engine", "containers", id, "container.json")
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var fields map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(data, &fields))
+	delete(fields, "Layers") // a record written before layers were recorded
+	data, err = json.Marshal(fields)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+	assert.Equal(t, imageMotd, e.ok("start", "-a", id), "an older record: its layers looked up")
 }
 
 // volumes persist across containers; volume ls, create, rm (refused while

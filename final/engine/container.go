@@ -32,10 +32,14 @@ type Container struct {
 	Image       string // as the user named it
 	ImageID     string // the config's digest, sha256:…: docker's image id
 	ImageDigest string // the manifest's: what the container runs, even if the name moves
-	Config      Config
-	State       State
-	Network     NetworkSettings
-	Mounts      []Mount
+	// Layers are the image's layer directories, bottom first, as create
+	// found them (image.Store.LayerDirs): the supervisor mounts them
+	// without opening the image store (older records: it looks them up).
+	Layers  []string `json:",omitempty"`
+	Config  Config
+	State   State
+	Network NetworkSettings
+	Mounts  []Mount
 }
 
 // Config is what `run` was asked for.

@@ -64,7 +64,11 @@ func (e *Engine) Create(ctx context.Context, o Options) (*Container, error) {
 	if o.ID == "" {
 		o.ID = NewID()
 	}
-	c := &Container{ID: o.ID, Created: time.Now().UTC(), Image: o.Image, ImageID: img.FullID().String(), ImageDigest: img.Digest.String()}
+	layers, err := e.Images.LayerDirs(img)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{ID: o.ID, Created: time.Now().UTC(), Image: o.Image, ImageID: img.FullID().String(), ImageDigest: img.Digest.String(), Layers: layers}
 	c.Config, err = o.config(img)
 	if err != nil {
 		return nil, err

@@ -279,9 +279,10 @@ func (e *env) command(args ...string) *exec.Cmd {
 
 // record is what inspect prints of a container (the fields tests read).
 type record struct {
-	ID    string `json:"Id"`
-	Name  string
-	State struct {
+	ID     string `json:"Id"`
+	Name   string
+	Layers []string
+	State  struct {
 		Status        string
 		Pid           int
 		SupervisorPid int
