@@ -9,6 +9,8 @@ import (
 
 	"github.com/minibox-lab/minibox/final/engine"
 	"github.com/minibox-lab/minibox/final/engine/early"
+	"github.com/minibox-lab/minibox/final/runtime"
+	"github.com/minibox-lab/minibox/internal/cleanup"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -69,4 +71,11 @@ func TestEarlySupervisorIsUsedOnlyIfItIsOurs(t *testing.T) {
 		}
 		e.ok("rm", "-f", c.ID)
 	}
+}
+
+// early cannot import the packages that own these names (it must stay
+// first to initialise): they must not drift apart.
+func TestEarlyNamesTheShimAndRootAsTheirOwnersDo(t *testing.T) {
+	assert.Equal(t, runtime.ShimName, early.ShimName)
+	assert.Equal(t, cleanup.DefaultDataRoot, early.DefaultRoot)
 }

@@ -68,7 +68,7 @@ type Supervisor struct {
 	Binary  string   // the minibox-shim it runs
 	Root    string   // the data root it was told (--root)
 	ID      string   // the new container's id
-	Pid     int      //
+	Pid     int      // its process: our child, to reap
 	Ready   *os.File // its descriptor 3 (engine.Supervisor)
 	GoAhead *os.File // its descriptor 4
 }
