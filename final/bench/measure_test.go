@@ -72,20 +72,9 @@ func settle(b *testing.B, base map[int]bool) time.Duration {
 func children() map[int]bool {
 	out := map[int]bool{}
 	self := os.Getpid()
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …: comm may hold spaces and parentheses.
-		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(self) {
-			out[pid] = fields[0] == "Z"
+	for _, p := range procStats() {
+		if p.ppid == self {
+			out[p.pid] = p.zombie
 		}
 	}
 	return out
@@ -149,13 +138,26 @@ func pssKiB(pid int) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/smaps_rollup: no Pss line", pid)
 }
 
-// processTree maps each PID to its children's, read from /proc/*/stat.
-func processTree() (map[int][]int, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
+// processTree maps each PID to its children's.
+func processTree() map[int][]int {
+	tree := map[int][]int{}
+	for _, p := range procStats() {
+		tree[p.ppid] = append(tree[p.ppid], p.pid)
 	}
-	children := map[int][]int{}
+	return tree
+}
+
+// procStat is what the benchmarks read of a process's /proc/PID/stat.
+type procStat struct {
+	pid, ppid int
+	zombie    bool
+}
+
+// procStats are the processes running now (one that exits meanwhile is
+// left out).
+func procStats() []procStat {
+	entries, _ := os.ReadDir("/proc")
+	var out []procStat
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -163,21 +165,18 @@ func processTree() (map[int][]int, error) {
 		}
 		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		if err != nil {
-			continue // it exited meanwhile
+			continue
 		}
 		// pid (comm) state ppid …: comm may hold spaces and parentheses.
-		rest := string(data[strings.LastIndexByte(string(data), ')')+1:])
-		fields := strings.Fields(rest)
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
 		if len(fields) < 2 {
 			continue
 		}
-		ppid, err := strconv.Atoi(fields[1])
-		if err != nil {
-			continue
+		if ppid, err := strconv.Atoi(fields[1]); err == nil {
+			out = append(out, procStat{pid: pid, ppid: ppid, zombie: fields[0] == "Z"})
 		}
-		children[ppid] = append(children[ppid], pid)
 	}
-	return children, nil
+	return out
 }
 
 // descendants are pid's children, their children, and so on.
@@ -194,10 +193,7 @@ func descendants(tree map[int][]int, pid int) []int {
 // (conmon for podman) are monitors, the PSS in KiB of the supervisor and
 // of the container's processes (the supervisor's descendants).
 func memoryPerContainer(monitors []int) (supervisor, processes float64, err error) {
-	tree, err := processTree()
-	if err != nil {
-		return 0, 0, err
-	}
+	tree := processTree()
 	var sup, procs int64
 	for _, m := range monitors {
 		kib, err := pssKiB(m)

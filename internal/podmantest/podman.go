@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -165,6 +166,7 @@ func (p *Podman) removeAll(tb testing.TB) {
 			tb.Errorf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	p.waitForStragglers(tb)
 	hierarchies, err := CgroupHierarchies()
 	if err != nil {
 		tb.Error(err)
@@ -181,6 +183,43 @@ func (p *Podman) removeAll(tb testing.TB) {
 			tb.Errorf("rmdir %s: %v", filepath.Join(h, "minibox"), err)
 		}
 	}
+}
+
+// waitForStragglers waits (at most 10 s) until no process works on this
+// podman's storage any longer: a container's conmon runs `podman container
+// cleanup` (with our --root) when the container ends, after `podman rm`
+// has returned, and it takes the storage's locks again (storage.lock,
+// overlay-layers/layers.lock), which would reappear in a directory being
+// removed.
+func (p *Podman) waitForStragglers(tb testing.TB) {
+	root := filepath.Join(p.dir, "root")
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		left := processesNaming(root)
+		if len(left) == 0 {
+			return
+		}
+		if time.Since(start) > 10*time.Second {
+			tb.Errorf("podman's processes still running after 10 s: %s", strings.Join(left, "; "))
+			return
+		}
+	}
+}
+
+// processesNaming lists the processes whose command line holds s, as
+// "PID command line".
+func processesNaming(s string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), s) {
+			out = append(out, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return out
 }
 
 // CgroupHierarchies are the mount points of the cgroup file systems.
