@@ -27,14 +27,16 @@ export HOME := $(shell getent passwd 0 | cut -d: -f6)
 endif
 endif
 
-# minibox has three companions, built next to it and found there:
+# minibox has four companions, built next to it and found there:
 # bin/minibox-shim, the small binary each container's supervisor runs
 # (cmd/minibox-shim), bin/minibox-init, the smaller one each container's init
-# runs (cmd/minibox-init), and bin/minibox-lessons, which runs minibox lesson
+# runs (cmd/minibox-init), bin/minibox-keeper, the smallest, which a detached
+# container's supervisor becomes while the container runs
+# (cmd/minibox-keeper), and bin/minibox-lessons, which runs minibox lesson
 # and minibox lessons (cmd/minibox-lessons: the lesson renderer's start-up
-# stays out of minibox). Installed elsewhere, the four must stay side by side
-# (without shim and init, minibox runs containers itself, slower; without
-# minibox-lessons, no lessons).
+# stays out of minibox). Installed elsewhere, the five must stay side by side
+# (without shim, init and keeper, minibox runs containers itself, slower and
+# with more memory; without minibox-lessons, no lessons).
 BIN := bin/minibox
 LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md)))
 
@@ -47,7 +49,7 @@ LESSONS := $(sort $(patsubst lessons/en/%.md,%,$(wildcard lessons/en/[0-9]*.md))
 # Under sudo, build as the invoking user (scripts/as-invoking-user.sh): bin/
 # stays theirs and the build uses their warm Go caches, so it works offline.
 # A bin/ left root's by an older minibox is given back first.
-# The four binaries in one go build, stamped with a hash of the source tree
+# The five binaries in one go build, stamped with a hash of the source tree
 # (final/runtime.SourceID): minibox uses only companions of exactly its own
 # build, and a plain go build of a modified tree cannot tell two states of
 # it apart.
@@ -58,7 +60,7 @@ build:
 	fi
 	bash scripts/as-invoking-user.sh $(GO) build \
 		-ldflags "-X github.com/minibox-lab/minibox/final/runtime.SourceID=$(SOURCE_ID)" \
-		-o bin/ ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-init ./cmd/minibox-lessons
+		-o bin/ ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-init ./cmd/minibox-keeper ./cmd/minibox-lessons
 
 prereqs:
 	@GO=$(GO) bash scripts/install-prereqs.sh

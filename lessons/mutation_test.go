@@ -306,14 +306,14 @@ var lessonMutations = []mutate.Mutation{
 	// minibox itself, so these mutate minibox: see runLessonInCopy's
 	// caller, which builds it from the mutated copy.
 	{
-		Name: "07-exit-status-lost", Lesson: 7, File: "final/engine/supervise.go",
+		Name: "07-exit-status-lost", Lesson: 7, File: "final/engine/keeper/streams.go",
 		Old: `return ws.ExitStatus()`,
 		New: `return 0 // mutation: every container exits 0`,
 		Why: "the supervisor records 0 whatever PID 1 returned: run exits 0 and ps -a shows Exited (0) for sh's exit 3",
 	},
 	{
-		Name: "07-supervisor-writes-no-log", Lesson: 7, File: "final/engine/supervise.go",
-		Old: `s.log.write(stream, buf[:n])`,
+		Name: "07-supervisor-writes-no-log", Lesson: 7, File: "final/engine/keeper/streams.go",
+		Old: `s.Log.Write(stream, buf[:n])`,
 		New: `_ = stream // mutation: the output goes to attached clients only, never into container.log`,
 		Why: "the supervisor does not write container.log: logs of a detached or exited container show nothing",
 	},
@@ -375,9 +375,15 @@ var lessonMutations = []mutate.Mutation{
 	},
 	{
 		Name: "07-no-keeper", Lesson: 7, File: "final/engine/supervise.go",
-		Old: `if !waitAttach && !exitsWithin(pid, keeperAfter) {`,
-		New: `if false && !exitsWithin(pid, keeperAfter) { // mutation: the supervisor never hands over`,
+		Old: `if !waitAttach && !keeper.ExitsWithin(pid, keeperAfter) {`,
+		New: `if false && !keeper.ExitsWithin(pid, keeperAfter) { // mutation: the supervisor never hands over`,
 		Why: "a detached container's supervisor stays as it was: no keeper takes over (and its setup's heap stays)",
+	},
+	{
+		Name: "07-keeper-is-the-shim", Lesson: 7, File: "final/engine/keep.go",
+		Old: `if path, err := runtime.Companion(keeper.Name); err == nil {`,
+		New: `if path, _ := runtime.Companion(keeper.Name); false { // mutation: the supervisor's own binary keeps`,
+		Why: "the keeper is minibox-shim again, with the engine's package inits in it: its program is not minibox-keeper",
 	},
 }
 

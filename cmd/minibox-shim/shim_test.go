@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/rootfs"
 	"github.com/minibox-lab/minibox/internal/testenv"
@@ -57,6 +58,7 @@ func TestBinariesAreStatic(t *testing.T) {
 	testenv.RequireStatic(t, minibox)
 	testenv.RequireStatic(t, shim)
 	testenv.RequireStatic(t, initBinary(t))
+	testenv.RequireStatic(t, filepath.Join(filepath.Dir(minibox), keeper.Name))
 }
 
 // initBinary is the minibox-init that binaries built.
@@ -79,6 +81,33 @@ func TestInitLinksOnlyTheRuntime(t *testing.T) {
 				"minibox-init links %s: its init runs at every container start", pkg)
 		}
 	}
+}
+
+// A keeper lives as long as its container, with the heap its package inits
+// made: it links package keeper and the standard library, nothing else of
+// minibox (the engine, the runtime, the image store, the network) and no
+// other module but golang.org/x/sys.
+func TestKeeperLinksOnlyItsPackage(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "../minibox-keeper").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	var linked []string
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.Contains(strings.SplitN(pkg, "/", 2)[0], ".") && !strings.HasPrefix(pkg, "golang.org/x/sys/") {
+			linked = append(linked, pkg) // not the standard library
+		}
+	}
+	require.Equal(t, []string{"github.com/minibox-lab/minibox/final/engine/keeper", "github.com/minibox-lab/minibox/cmd/minibox-keeper"}, linked)
+}
+
+// minibox-keeper is started by a supervisor only; by hand it says so.
+func TestKeeperByHandSaysWhatItIs(t *testing.T) {
+	minibox, _ := binaries(t)
+	cmd := exec.Command(filepath.Join(filepath.Dir(minibox), keeper.Name))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%s", out)
+	require.Equal(t, 2, exit.ExitCode())
+	require.Contains(t, string(out), "it is not a command of its own")
 }
 
 // The point of the shim: none of the lesson renderer's start-up work.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/minibox-lab/minibox/final/runtime"
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 	"github.com/minibox-lab/minibox/internal/podmantest"
 )
 
@@ -129,7 +129,7 @@ func (f *fixture) miniboxDetached() detached {
 			if err != nil {
 				return nil, err
 			}
-			return pids, supervisedByTheShim(pids)
+			return pids, keptByTheKeeper(pids)
 		},
 		remove: func(ids []string) *exec.Cmd { return f.mb(append([]string{"rm", "-f"}, ids...)...) },
 		dirs:   []string{f.root},
@@ -164,24 +164,32 @@ func podmanDetached(p *podmantest.Podman, image string) detached {
 	}
 }
 
-// pidsOf looks up each id's PID; an id without one (not running) is an
-// error: the measurement would be short of a container.
-// supervisedByTheShim checks that the supervisors run minibox-shim, as
-// they do after make build: measuring the big minibox binary instead
-// would measure the lesson renderer's start-up and heap.
-func supervisedByTheShim(pids []int) error {
+// keptByTheKeeper waits until every supervisor has become its
+// container's keeper, minibox-keeper (final/engine/keep.go: 100 ms after
+// its container started), as after make build: measuring minibox-shim,
+// or the big minibox binary, would measure their package inits' heap.
+func keptByTheKeeper(pids []int) error {
+	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil {
-			return err
-		}
-		if filepath.Base(exe) != runtime.ShimName {
-			return fmt.Errorf("supervisor %d runs %s, not %s: minibox did not find its shim", pid, exe, runtime.ShimName)
+		for {
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if err != nil {
+				return err
+			}
+			if filepath.Base(exe) == keeper.Name {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("supervisor %d runs %s, not %s: minibox did not find its keeper", pid, exe, keeper.Name)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	return nil
 }
 
+// pidsOf looks up each id's PID; an id without one (not running) is an
+// error: the measurement would be short of a container.
 func pidsOf(ids []string, lookup func(string) int) ([]int, error) {
 	pids := make([]int, 0, len(ids))
 	for _, id := range ids {

@@ -17,6 +17,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 	"github.com/minibox-lab/minibox/final/runtime"
 )
 
@@ -123,7 +124,7 @@ func (e *Engine) execTTY(c *Container, p specs.Process, stdin io.Reader, stdout 
 	if resize != nil {
 		go func() {
 			for size := range resize {
-				setWinsize(master, size[0], size[1])
+				keeper.SetWinsize(master, size[0], size[1])
 			}
 		}()
 	}

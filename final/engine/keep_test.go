@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -13,10 +14,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
-// A detached container's supervisor hands over to a keeper, a fresh copy
-// of its binary under the same PID (keep.go): the container's output
+// A detached container's supervisor hands over to a keeper, minibox-keeper
+// under the same PID (keep.go): the container's output
 // still reaches the log, a line the handover cut in two stays one line,
 // stdout and stderr stay apart, and the keeper records how it ended.
 func TestDetachedSupervisorHandsOverToKeeper(t *testing.T) {
@@ -44,6 +47,9 @@ func TestDetachedSupervisorHandsOverToKeeper(t *testing.T) {
 	}
 	assert.ElementsMatch(t, []string{"stdout:before\n", "stdout:cut line\n", "stderr:err\n"}, entries) // two pipes: no order between them
 	assert.Equal(t, supervisor, e.inspect(id).State.SupervisorPid, "the keeper is the same process")
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", supervisor))
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(filepath.Dir(bin), "minibox-keeper"), exe, "the keeper is minibox-keeper, next to minibox")
 
 	e.ok("kill", id)
 	rec := e.waitStatus(id, "exited", 10*time.Second)
@@ -83,6 +89,47 @@ func TestKeeperKilled(t *testing.T) {
 	assert.Equal(t, 137, after.State.ExitCode)
 	e.ok("rm", id)
 	assert.Empty(t, leftovers(t, e, id), "left after rm")
+}
+
+// A minibox-keeper missing, or of another build, is not used: the
+// supervisor's own binary keeps (with more memory), and finishes as well.
+func TestKeeperMissingOrOfAnotherBuild(t *testing.T) {
+	e := newEnv(t)
+	for _, keeper := range []string{"missing", "another build"} {
+		t.Run(keeper, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, name := range []string{"minibox", "minibox-shim", "minibox-init"} {
+				copyFile(t, filepath.Join(filepath.Dir(bin), name), filepath.Join(dir, name))
+			}
+			if keeper == "another build" {
+				build := exec.Command("go", "build", "-ldflags=-X github.com/minibox-lab/minibox/final/runtime.SourceID=other",
+					"-o", dir+"/", "github.com/minibox-lab/minibox/cmd/minibox-keeper")
+				build.Env = append(os.Environ(), testenv.StaticBuild) // only SourceID differs
+				out, err := build.CombinedOutput()
+				require.NoError(t, err, "%s", out)
+			}
+			run := exec.Command(filepath.Join(dir, "minibox"), "run", "-d", e.ref, "sh", "-c", "sleep 1; echo late; exit 7")
+			run.Env = append(os.Environ(), "MINIBOX_ROOT="+e.root)
+			out, err := run.Output()
+			require.NoError(t, err)
+			id := strings.TrimSpace(string(out))
+			supervisor := e.inspect(id).State.SupervisorPid
+			require.Eventually(t, func() bool { return isKeeper(supervisor) }, 5*time.Second, 20*time.Millisecond)
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", supervisor))
+			require.NoError(t, err)
+			assert.Equal(t, filepath.Join(dir, "minibox-shim"), exe, "the supervisor's own binary keeps")
+			assert.Equal(t, "7\n", e.ok("wait", id), "its keeper's finish tells wait the status")
+			assert.Equal(t, "late\n", e.ok("logs", id))
+			assert.Equal(t, "exited", e.inspect(id).State.Status)
+			e.ok("rm", id)
+		})
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	data, err := os.ReadFile(from)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(to, data, 0o755))
 }
 
 // isKeeper reports whether process pid carries the keeper's handover in

@@ -2,9 +2,8 @@ package engine
 
 // Logs: the supervisor writes everything the container prints to
 // containers/<id>/container.log, one JSON object per line as docker's
-// json-file driver does ({"log":"…\n","stream":"stdout","time":"…"}), so
-// `logs` works after the container has exited, and after the CLI that
-// started it has gone.
+// json-file driver does (package keeper), so `logs` works after the
+// container has exited, and after the CLI that started it has gone.
 
 import (
 	"bytes"
@@ -13,75 +12,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
+
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 )
 
-// LogEntry is one line of output.
-type LogEntry struct {
-	Log    string    `json:"log"`
-	Stream string    `json:"stream"`
-	Time   time.Time `json:"time"`
-}
-
-// logger appends entries; a line is written when its newline comes.
-type logger struct {
-	mu      sync.Mutex
-	f       *os.File
-	partial map[string][]byte
-}
+// LogEntry is one line of output (the keeper writes them).
+type LogEntry = keeper.LogEntry
 
 func (e *Engine) logPath(id string) string {
 	return filepath.Join(e.containerDir(id), "container.log")
-}
-
-func openLogger(path string) (*logger, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	return &logger{f: f, partial: map[string][]byte{}}, nil
-}
-
-// write logs p, from stream (stdout or stderr), line by line.
-func (l *logger) write(stream string, p []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	buf := append(l.partial[stream], p...)
-	for {
-		i := bytes.IndexByte(buf, '\n')
-		if i < 0 {
-			break
-		}
-		l.entry(stream, buf[:i+1])
-		buf = buf[i+1:]
-	}
-	if len(buf) >= maxLine { // no newline for long: an entry of its own, as docker's json-file does
-		l.entry(stream, buf)
-		buf = nil
-	}
-	l.partial[stream] = append([]byte{}, buf...)
-}
-
-// maxLine bounds what the supervisor keeps of a line still without its
-// newline: `cat /dev/zero` must not grow it without end.
-const maxLine = 16 << 10
-
-// close writes what is left of unfinished lines.
-func (l *logger) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for stream, rest := range l.partial {
-		if len(rest) > 0 {
-			l.entry(stream, rest)
-		}
-	}
-	l.f.Close()
-}
-
-func (l *logger) entry(stream string, line []byte) {
-	data, _ := json.Marshal(LogEntry{Log: string(line), Stream: stream, Time: time.Now().UTC()})
-	_, _ = l.f.Write(append(data, '\n'))
 }
 
 // LogOptions are logs' flags.

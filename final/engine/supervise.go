@@ -10,7 +10,6 @@ package engine
 // supervisor.lock: `ps` knows a container whose supervisor was killed.
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 	"github.com/minibox-lab/minibox/final/network"
 	"github.com/minibox-lab/minibox/final/runtime"
 	"github.com/minibox-lab/minibox/internal/flock"
@@ -78,13 +78,13 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 	}
 	fmt.Fprintln(ready, "ok")
 	ready.Close()
-	if !waitAttach && !exitsWithin(pid, keeperAfter) {
+	if !waitAttach && !keeper.ExitsWithin(pid, keeperAfter) {
 		// Nobody attaches to a detached container that runs on: its
 		// supervisor becomes a keeper with a fresh heap (keep.go). On
 		// success handOver does not return.
 		s.handOver(pid, lock)
 	}
-	status := s.wait(pid)
+	status := keeper.Wait(pid)
 	return s.finish(status)
 }
 
@@ -137,12 +137,8 @@ type supervision struct {
 	// deleteFromRuntime undoes the runtime's part (its state, the cgroup):
 	// it needs none of the undos, so finish runs it beside them.
 	deleteFromRuntime func()
-	log               *logger
-	attach            *attachServer
-	pumps             sync.WaitGroup
-	outputs           []output // what the pumps read: the pipes' read ends, or the pty's master
-	console           func()   // closes the console socket (once its master has come)
-	cgroups           string   // the container's cgroup, relative: minibox/<id>
+	streams           *keeper.Streams // the log, the attach socket, the pumps
+	console           func()          // closes the console socket (once its master has come)
 }
 
 func (s *supervision) undo() {
@@ -180,18 +176,20 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if s.log, err = openLogger(e.logPath(c.ID)); err != nil {
+	log, err := keeper.OpenLog(e.logPath(c.ID))
+	if err != nil {
 		return 0, err
 	}
-	s.undos = append(s.undos, func() { s.log.close() })
-	stdio, console, err := s.streams()
+	s.streams = &keeper.Streams{Log: log, Attach: keeper.NewAttachServer()}
+	s.undos = append(s.undos, log.Close)
+	stdio, console, err := s.openStreams()
 	if err != nil {
 		return 0, err
 	}
 	fmt.Fprintln(ready, "listening")
 	if waitAttach {
 		select {
-		case <-s.attach.first:
+		case <-s.streams.Attach.First():
 		case <-time.After(30 * time.Second):
 			return 0, errors.New("no client attached within 30 s")
 		}
@@ -300,19 +298,18 @@ func (s *supervision) userMounts(dest string) bool {
 	return false
 }
 
-// streams makes the container's standard streams and the attach socket:
-// pipes, or with -t a pseudo-terminal whose master the runtime sends to
-// console.sock (the OCI runtime's --console-socket).
-func (s *supervision) streams() (runtime.IO, string, error) {
+// openStreams makes the container's standard streams and the attach
+// socket: pipes, or with -t a pseudo-terminal whose master the runtime
+// sends to console.sock (the OCI runtime's --console-socket).
+func (s *supervision) openStreams() (runtime.IO, string, error) {
 	dir := s.e.containerDir(s.c.ID)
-	s.attach = &attachServer{clients: map[net.Conn]bool{}, first: make(chan struct{}), ready: make(chan struct{})}
 	_ = os.Remove(s.e.attachPath(s.c.ID))
 	l, err := listenUnix(s.e.attachPath(s.c.ID))
 	if err != nil {
 		return runtime.IO{}, "", err
 	}
 	s.undos = append(s.undos, func() { l.Close() })
-	s.attach.listen(l)
+	s.streams.Attach.Listen(l)
 	if s.c.Config.Tty {
 		console := filepath.Join(dir, "console.sock")
 		_ = os.Remove(console)
@@ -332,70 +329,21 @@ func (s *supervision) streams() (runtime.IO, string, error) {
 	}
 	var io runtime.IO
 	var err2 error
-	io.Stdout, err = s.pump("stdout")
+	io.Stdout, err = s.streams.Pump("stdout")
 	if err == nil {
-		io.Stderr, err2 = s.pump("stderr")
+		io.Stderr, err2 = s.streams.Pump("stderr")
 	}
 	if err == nil && err2 == nil && s.c.Config.OpenStdin {
 		var w *os.File
 		if io.Stdin, w, err = os.Pipe(); err == nil {
-			s.attach.stdin = w
+			s.streams.Attach.SetInput(w, nil)
 		}
 	}
 	if err == nil {
 		err = err2
 	}
-	close(s.attach.ready) // stdin is set (or there is none)
+	s.streams.Attach.SetReady() // stdin is set (or there is none)
 	return io, "", err
-}
-
-// pump makes a pipe for one stream and copies what the container writes
-// into the log and to the attached clients; it returns the write end.
-func (s *supervision) pump(stream string) (*os.File, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	s.pumpFrom(output{r: r, stream: stream})
-	return w, nil
-}
-
-// output is one stream of the container's, as its pump reads it.
-type output struct {
-	r       *os.File
-	stream  string        // stdout or stderr
-	stopped chan struct{} // closed when its pump has returned
-}
-
-// pumpFrom copies o.r into the log and to the clients until it ends (or
-// handOver stops it). finish closes it.
-func (s *supervision) pumpFrom(o output) {
-	o.stopped = make(chan struct{})
-	s.outputs = append(s.outputs, o)
-	kind := byte(frameStdout)
-	if o.stream == "stderr" {
-		kind = frameStderr
-	}
-	s.pumps.Add(1)
-	go func() {
-		defer s.pumps.Done()
-		defer close(o.stopped)
-		s.copyOut(o.r, o.stream, kind)
-	}()
-}
-
-func (s *supervision) copyOut(r io.Reader, stream string, kind byte) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			s.log.write(stream, buf[:n])
-			s.attach.broadcast(kind, buf[:n])
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // receiveConsole takes the pty master the runtime sends (SCM_RIGHTS) and
@@ -410,12 +358,9 @@ func (s *supervision) receiveConsole(l net.Listener) {
 	if err != nil {
 		return
 	}
-	s.attach.mu.Lock()
-	s.attach.stdin = master
-	s.attach.resize = func(rows, cols uint16) { setWinsize(master, rows, cols) }
-	s.attach.mu.Unlock()
-	s.pumpFrom(output{r: master, stream: "stdout"})
-	close(s.attach.ready) // after pumpFrom: handOver waits for ready
+	s.streams.Attach.SetInput(master, func(rows, cols uint16) { keeper.SetWinsize(master, rows, cols) })
+	s.streams.PumpFrom(master, "stdout")
+	s.streams.Attach.SetReady() // after PumpFrom: handOver waits for ready
 }
 
 // receiveFd reads one file descriptor passed over a unix socket.
@@ -451,40 +396,10 @@ func closeChildEnds(io runtime.IO) {
 	}
 }
 
-// wait reaps children (we are a subreaper) until the container's PID 1
-// has ended, and returns its status as a shell reports it.
-func (s *supervision) wait(pid int) int {
-	for {
-		var ws unix.WaitStatus
-		got, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return 255
-		}
-		if got != pid {
-			continue
-		}
-		if ws.Signaled() {
-			return 128 + int(ws.Signal())
-		}
-		return ws.ExitStatus()
-	}
-}
-
 // finish records the end: output drained, the exit status and an OOM
 // kill, the clients told; with --rm the container is removed.
 func (s *supervision) finish(status int) error {
-	done := make(chan struct{})
-	go func() { s.pumps.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second): // a process outside holds a pipe
-	}
-	for _, o := range s.outputs {
-		o.r.Close()
-	}
+	s.streams.Drain()
 	oom := oomKilled(s.c.Short())
 	// The runtime's state and cgroup go beside the rest of the teardown
 	// (~1 ms sooner for run --rm), and before the clients hear the end.
@@ -518,9 +433,7 @@ func (s *supervision) finish(status int) error {
 	// listener and the socket file): once `run` has returned, the record
 	// says exited and a --rm container is gone, as after docker run. Sent
 	// before, a script's next command could still see it.
-	data := make([]byte, 4)
-	binary.BigEndian.PutUint32(data, uint32(status))
-	s.attach.broadcast(frameExit, data)
+	s.streams.Attach.BroadcastExit(status)
 	return err
 }
 

@@ -12,8 +12,9 @@ import (
 
 // BuildMinibox builds the minibox command and its companions into dir,
 // in one go build, as `make build` installs them: minibox-shim (the
-// containers' supervisor), minibox-init (their init) and minibox-lessons
-// (the lesson commands, which minibox hands over to it), side by side and
+// containers' supervisor), minibox-init (their init), minibox-keeper (what
+// a detached container's supervisor becomes) and minibox-lessons (the
+// lesson commands, which minibox hands over to it), side by side and
 // of the same build, so that minibox uses them (final/runtime.Companion).
 // Without shim and init every container ran on minibox itself, which is
 // not what users run; without minibox-lessons, minibox lesson fails. goTool "" is "go"
@@ -46,11 +47,12 @@ func BuildMiniboxFrom(goTool, src, dir string) (string, error) {
 		"github.com/minibox-lab/minibox/cmd/minibox",
 		"github.com/minibox-lab/minibox/cmd/minibox-shim",
 		"github.com/minibox-lab/minibox/cmd/minibox-init",
+		"github.com/minibox-lab/minibox/cmd/minibox-keeper",
 		"github.com/minibox-lab/minibox/cmd/minibox-lessons")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), StaticBuild)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-init ./cmd/minibox-lessons: %w\n%s", err, out)
+		return "", fmt.Errorf("go build ./cmd/minibox ./cmd/minibox-shim ./cmd/minibox-init ./cmd/minibox-keeper ./cmd/minibox-lessons: %w\n%s", err, out)
 	}
 	return filepath.Join(dir, "minibox"), nil
 }

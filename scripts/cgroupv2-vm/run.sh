@@ -330,13 +330,14 @@ for d in "$modroot"/[0-9][0-9]-*/; do
 done
 # The minibox command goes beside them, /stages/minibox: the stage tests run
 # `minibox cleanup` on what a killed stage left, and the engine's tests run
-# it for everything. Its companions, minibox-shim, minibox-init and
-# minibox-lessons (minibox lesson), where the tree has them, go next to it,
+# it for everything. Its companions, minibox-shim, minibox-init,
+# minibox-keeper and minibox-lessons (minibox lesson), where the tree has
+# them, go next to it,
 # where minibox looks for them.
 # One go build for all of them: faster than one per program. With several
 # main packages and -o DIR/, each binary is named after its directory.
 commands=(./cmd/minibox)
-for companion in cmd/minibox-shim cmd/minibox-init cmd/minibox-lessons; do
+for companion in cmd/minibox-shim cmd/minibox-init cmd/minibox-keeper cmd/minibox-lessons; do
 	if [[ -d $companion ]]; then
 		commands+=("./$companion")
 	fi
