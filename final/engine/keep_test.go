@@ -141,3 +141,42 @@ func isKeeper(pid int) bool {
 	}
 	return bytes.Contains(append([]byte{0}, env...), []byte("\x00MINIBOX_KEEP="))
 }
+
+// A supervisor holds its container's mount namespace open while the
+// container runs (its end then runs after the exit frame, not in the
+// init's exit, before wait4 returns: supervise.go holdMountNamespace); a
+// keeper does not (the descriptor is closed on execve).
+func TestSupervisorHoldsTheMountNamespace(t *testing.T) {
+	e := newEnv(t)
+	attached := e.command("run", "--name", "attached", "--network", "none", e.ref, "sleep", "3")
+	require.NoError(t, attached.Start())
+	defer func() { _ = attached.Wait() }()
+	require.Eventually(t, func() bool {
+		_, _, code := e.mb("inspect", "attached")
+		return code == 0 && e.inspect("attached").State.Pid > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	r := e.inspect("attached")
+	assert.True(t, holds(t, r.State.SupervisorPid, r.State.Pid), "the supervisor does not hold the container's mount namespace")
+
+	id := strings.TrimSpace(e.ok("run", "-d", "--network", "none", e.ref, "sleep", "100"))
+	d := e.inspect(id)
+	require.Eventually(t, func() bool { return isKeeper(d.State.SupervisorPid) }, 5*time.Second, 20*time.Millisecond)
+	assert.False(t, holds(t, d.State.SupervisorPid, d.State.Pid), "the keeper holds the container's mount namespace")
+	e.ok("rm", "-f", id)
+	require.NoError(t, attached.Wait())
+}
+
+// holds reports whether process holder has a descriptor of process pid's
+// mount namespace.
+func holds(t *testing.T, holder, pid int) bool {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	require.NoError(t, err)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", holder))
+	require.NoError(t, err)
+	for _, fd := range fds {
+		if target, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", holder, fd.Name())); target == ns {
+			return true
+		}
+	}
+	return false
+}

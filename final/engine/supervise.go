@@ -139,6 +139,7 @@ type supervision struct {
 	deleteFromRuntime func()
 	streams           *keeper.Streams // the log, the attach socket, the pumps
 	console           func()          // closes the console socket (once its master has come)
+	mountNS           int             // the container's mount namespace, held open (holdMountNamespace); 0: none
 }
 
 func (s *supervision) undo() {
@@ -200,6 +201,7 @@ func (s *supervision) create(ready io.Writer, waitAttach bool) (int, error) {
 		return 0, err
 	}
 	s.deleteFromRuntime = func() { _ = e.Runtime.Delete(c.ID, true) }
+	s.holdMountNamespace(pid)
 	if ep != nil {
 		if err := ep.Attach(pid); err != nil { // the veth into its namespace
 			return 0, err
@@ -434,6 +436,7 @@ func (s *supervision) finish(status int) error {
 	// says exited and a --rm container is gone, as after docker run. Sent
 	// before, a script's next command could still see it.
 	s.streams.Attach.BroadcastExit(status)
+	s.releaseMountNamespace()
 	return err
 }
 
@@ -457,4 +460,28 @@ func oomKilled(id string) bool {
 		}
 	}
 	return false
+}
+
+// holdMountNamespace opens the container's mount namespace
+// (/proc/PID/ns/mnt) and keeps it open until the clients know the end. A
+// mount namespace ends with the last reference to it, and its end unmounts
+// every mount in it and waits for an RCU grace period (namespace_unlock,
+// fs/namespace.c). If that reference is the init's, the end runs inside
+// the init's exit, before the kernel tells its parent (do_exit undoes the
+// namespaces before exit_notify): wait4 would return that much later.
+// Held here, the end runs when the supervisor lets go, after the exit
+// frame. The descriptor is closed on execve: a keeper does not hold it.
+func (s *supervision) holdMountNamespace(pid int) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		s.mountNS = fd
+	}
+}
+
+// releaseMountNamespace lets the container's mount namespace end.
+func (s *supervision) releaseMountNamespace() {
+	if s.mountNS > 0 {
+		unix.Close(s.mountNS)
+		s.mountNS = 0
+	}
 }
