@@ -22,7 +22,7 @@ import (
 
 func main() {
 	if !keeper.IsKeeper() {
-		fmt.Fprintln(os.Stderr, "usage: minibox-keeper is started by a container's supervisor, with "+keeper.KeepEnv+" in its environment\n(it keeps a detached container; it is not a command of its own)")
+		fmt.Fprintln(os.Stderr, "usage: minibox-keeper supervise … (a container's supervisor executes it in its own place, with "+keeper.KeepEnv+" in its environment)\n(it keeps a detached container; it is not a command of its own)")
 		os.Exit(2)
 	}
 	os.Exit(keeper.Main())

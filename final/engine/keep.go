@@ -94,7 +94,7 @@ func keeperBinary() string {
 // finish: cmd/minibox-shim, cmd/minibox (and the engine's test binary)
 // call Keep first thing when it is true.
 func IsKeeper() bool {
-	return keeper.IsKeeper() || os.Getenv(keeper.FinishEnv) != ""
+	return keeper.IsKeeper() || keeper.IsFinish()
 }
 
 // Keep is the keeper (package keeper) in a binary that links the engine,

@@ -72,8 +72,17 @@ type Finish struct {
 // IsKeeper reports whether this process is a keeper: a supervisor that
 // has just executed minibox-keeper, or its own binary when that is
 // missing (cmd/minibox-shim then calls final/engine's Keep, which calls
-// Main).
-func IsKeeper() bool { return os.Getenv(KeepEnv) != "" }
+// Main). Both keep the supervisor's arguments, `supervise …`: a command
+// run with MINIBOX_KEEP in its environment by mistake is not a keeper.
+func IsKeeper() bool { return handedOver(KeepEnv) }
+
+// IsFinish reports whether this process is a supervisor's binary executed
+// by its keeper to finish the container.
+func IsFinish() bool { return handedOver(FinishEnv) }
+
+func handedOver(env string) bool {
+	return len(os.Args) > 1 && os.Args[1] == "supervise" && os.Getenv(env) != ""
+}
 
 // The keeper must exec the finish from the thread that forked the
 // container's init, the main thread: LockOSThread in an init keeps main

@@ -127,3 +127,18 @@ func TestPendingClientsHearTheStatus(t *testing.T) {
 		assert.Equal(t, []byte{0, 0, 0, 137}, data)
 	}
 }
+
+// A keeper keeps the supervisor's arguments: MINIBOX_KEEP alone, in the
+// environment of some other command, does not make it one.
+func TestKeeperNeedsTheSupervisorsArguments(t *testing.T) {
+	args := os.Args
+	defer func() { os.Args = args }()
+	t.Setenv(KeepEnv, "{}")
+	t.Setenv(FinishEnv, "{}")
+	os.Args = []string{"minibox", "ps"}
+	assert.False(t, IsKeeper())
+	assert.False(t, IsFinish())
+	os.Args = []string{"minibox-keeper", "supervise", "--root", "/r", "id"}
+	assert.True(t, IsKeeper())
+	assert.True(t, IsFinish())
+}
