@@ -58,6 +58,33 @@ func cgroupRelPath(id string, l *specs.Linux) (string, error) {
 	return strings.TrimPrefix(clean, "/"), nil
 }
 
+// plannedCgroup is the group Create makes for container id from spec, its
+// leaf directories only (the parents may be shared), or nil if there is
+// none to tell. remove ignores a directory that does not exist: Create may
+// have been killed before making it.
+func plannedCgroup(id string, spec *specs.Spec) *cgroup {
+	var l *specs.Linux
+	if spec != nil {
+		l = spec.Linux
+	}
+	rel, err := cgroupRelPath(id, l)
+	if err != nil {
+		return nil
+	}
+	v2, err := isCgroup2()
+	if err != nil {
+		return nil
+	}
+	if v2 {
+		return &cgroup{V2: true, Dirs: []string{filepath.Join(cgroupRoot, rel)}}
+	}
+	g := &cgroup{}
+	for _, c := range v1Controllers {
+		g.Dirs = append(g.Dirs, filepath.Join(cgroupRoot, c, rel))
+	}
+	return g
+}
+
 // createCgroup makes the group and writes the limits; on failure it
 // removes what it made.
 func createCgroup(id string, l *specs.Linux) (*cgroup, error) {

@@ -524,8 +524,14 @@ func (r *Runtime) Delete(id string, force bool) error {
 	if st.Pid > 0 {
 		waitGone(st.Pid, st.InitStart, 5*time.Second)
 	}
-	if st.Cgroup != nil {
-		if err := st.Cgroup.remove(5 * time.Second); err != nil {
+	cg := st.Cgroup
+	if cg == nil && st.Status == specs.StateCreating {
+		// A Create killed before it recorded the cgroup (its caller, the
+		// engine's supervisor, killed) may have made it all the same.
+		cg = plannedCgroup(id, st.Spec)
+	}
+	if cg != nil {
+		if err := cg.remove(5 * time.Second); err != nil {
 			return fmt.Errorf("delete %s: %w", id, err)
 		}
 	}
