@@ -25,6 +25,8 @@ package engine
 // execve keeps only the calling thread.
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,26 +70,39 @@ func (s *supervision) handOver(pid int, lock *os.File) {
 // failure, with every descriptor closed on execve again.
 func (s *supervision) execKeeper(pid int, lock *os.File) error {
 	// Our own binary, open for the keeper to execute at the end: the very
-	// build running now, even if its file is replaced meanwhile.
+	// build running now, even if its file is replaced meanwhile by another
+	// (make build). One overwritten in place is told by Build.
 	self, err := unix.Open("/proc/self/exe", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open our own binary: %w", err)
 	}
 	defer unix.Close(self) // reached only if the execve failed
-	path := keeperBinary()
+	path, argv0, done := keeperBinary()
+	defer done()
 	h := keeper.Handover{Root: s.e.Root, ID: s.c.ID, Network: s.c.Config.Network, Pid: pid,
-		Lock: int(lock.Fd()), Tty: s.c.Config.Tty, Supervisor: self}
-	return s.streams.ExecKeeper(path, append([]string{path}, os.Args[1:]...), os.Environ(), h)
+		Lock: int(lock.Fd()), Tty: s.c.Config.Tty, Supervisor: self, Build: buildDigest()}
+	return s.streams.ExecKeeper(path, append([]string{argv0}, os.Args[1:]...), os.Environ(), h)
 }
 
-// keeperBinary is minibox-keeper next to the running binary if it is the
-// same build, and otherwise the running binary itself (/proc/self/exe:
-// even if its file was replaced since), which keeps as minibox-keeper does.
-func keeperBinary() string {
-	if path, err := runtime.Companion(keeper.Name); err == nil {
-		return path
+// keeperBinary is what the keeper executes: minibox-keeper next to the
+// running binary if it is the same build (checked on the file it opens,
+// executed as /proc/self/fd/N: the very file checked), and otherwise the
+// running binary itself (/proc/self/exe), which keeps as minibox-keeper
+// does. argv0 names it for ps; done closes the file if execve failed.
+func keeperBinary() (path, argv0 string, done func()) {
+	if f, err := runtime.OpenCompanion(keeper.Name); err == nil {
+		return fmt.Sprintf("/proc/self/fd/%d", f.Fd()), f.Name(), func() { f.Close() }
 	}
-	return "/proc/self/exe"
+	return "/proc/self/exe", os.Args[0], func() {}
+}
+
+// buildDigest names this binary's build (its build information, hashed):
+// the keeper hands it back with the finish, which refuses to finish for
+// another build, such as a binary overwritten in place while the
+// container ran.
+func buildDigest() string {
+	sum := sha256.Sum256([]byte(runtime.BuildInfo()))
+	return hex.EncodeToString(sum[:8])
 }
 
 // IsKeeper reports whether this process is a keeper, or a keeper's
@@ -114,8 +129,13 @@ func finishKept() int {
 	var f keeper.Finish
 	err := json.Unmarshal([]byte(os.Getenv(keeper.FinishEnv)), &f)
 	os.Unsetenv(keeper.FinishEnv)
-	if err == nil && f.Lock < 0 {
+	switch {
+	case err != nil:
+	case f.Lock < 0:
 		err = errors.New("the lock is missing")
+	case f.Build != buildDigest():
+		err = fmt.Errorf("container %.12s ended with status %d, but this binary is not the build that started it "+
+			"(overwritten in place while it ran?), so it does not finish it: the next minibox ps or rm will", f.ID, f.Status)
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "minibox supervise: the keeper's finish: %v\n", err)
@@ -151,7 +171,7 @@ func finishKept() int {
 		fmt.Fprintf(os.Stderr, "minibox supervise: %.12s ended with status %d, but: %v\n", f.ID, f.Status, err)
 		return 1
 	}
-	s := &supervision{e: e, c: c, streams: streams}
+	s := &supervision{e: e, c: c, streams: streams, lock: lock}
 	// What Supervise's undos do, in their order (undo runs them last first).
 	s.undos = []func(){func() { e.recoverOrphan(c) }, func() { closeListener(); os.Remove(e.attachPath(c.ID)) }}
 	if err := s.finish(f.Status); err != nil {

@@ -180,3 +180,28 @@ func holds(t *testing.T, holder, pid int) bool {
 	}
 	return false
 }
+
+// When `run` returns, its container is finished: the supervisor lets go
+// of supervisor.lock before the exit frame, so the next command finds the
+// container exited, not still supervised (its mount namespace ends after).
+func TestRunReturnsWithTheContainerFinished(t *testing.T) {
+	e := newEnv(t)
+	containers := filepath.Join(e.root, "engine", "containers")
+	for i := range 5 {
+		before, err := os.ReadDir(containers)
+		if !os.IsNotExist(err) {
+			require.NoError(t, err)
+		}
+		e.ok("run", "--name", fmt.Sprintf("finished%d", i), "--network", "none", e.ref, "true")
+		after, err := os.ReadDir(containers)
+		require.NoError(t, err)
+		require.Len(t, after, len(before)+1)
+		for _, d := range after {
+			lock, err := os.Open(filepath.Join(containers, d.Name(), "supervisor.lock"))
+			require.NoError(t, err)
+			err = syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+			lock.Close()
+			require.NoError(t, err, "run has returned, and %.12s's supervisor still holds its lock", d.Name())
+		}
+	}
+}

@@ -67,7 +67,7 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 	// record said running) left its mount, network and runtime state:
 	// undo them before making new ones.
 	e.recoverOrphan(c)
-	s := &supervision{e: e, c: c}
+	s := &supervision{e: e, c: c, lock: lock}
 	defer s.undo()
 	pid, err := s.create(ready, waitAttach)
 	if err != nil {
@@ -140,6 +140,7 @@ type supervision struct {
 	streams           *keeper.Streams // the log, the attach socket, the pumps
 	console           func()          // closes the console socket (once its master has come)
 	mountNS           int             // the container's mount namespace, held open (holdMountNamespace); 0: none
+	lock              *os.File        // supervisor.lock, held until the container is finished
 }
 
 func (s *supervision) undo() {
@@ -435,6 +436,12 @@ func (s *supervision) finish(status int) error {
 	// listener and the socket file): once `run` has returned, the record
 	// says exited and a --rm container is gone, as after docker run. Sent
 	// before, a script's next command could still see it.
+	// Finished: supervisor.lock goes before the clients hear the end, so
+	// that a command right after `run` (rm, start) does not find the
+	// container still supervised.
+	if s.lock != nil {
+		s.lock.Close()
+	}
 	s.streams.Attach.BroadcastExit(status)
 	s.releaseMountNamespace()
 	return err

@@ -113,35 +113,74 @@ func Shim() (string, error) {
 // and write the engine's records, or speak the init's protocol, of
 // another version.
 func Companion(name string) (string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", fmt.Errorf("find the running binary: %w", err)
-	}
-	path := filepath.Join(filepath.Dir(self), name)
-	if path == self {
-		return self, nil // the companion itself
-	}
-	info, err := os.Stat(path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("%s: %w", path, ErrNoCompanion)
-	case err != nil:
-		return "", err
-	case !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0:
-		return "", fmt.Errorf("%s is not an executable file", path)
-	}
-	mine, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "", fmt.Errorf("%s has no build information to compare %s with", self, path)
+	path, self, err := companionPath(name)
+	if err != nil || path == self {
+		return path, err
 	}
 	theirs, err := buildinfo.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read the build information of %s: %w", path, err)
 	}
-	if err := sameBuild(mine, theirs); err != nil {
-		return "", fmt.Errorf("%s is not the same build as %s: %w (rebuild both: make build)", path, self, err)
+	return path, checkCompanion(path, self, theirs)
+}
+
+// OpenCompanion is Companion's check made on the open file, which it
+// returns: executed as /proc/self/fd/N, the binary that runs is the one
+// checked, even if make build replaces the file in between.
+func OpenCompanion(name string) (*os.File, error) {
+	path, self, err := companionPath(name)
+	if err != nil {
+		return nil, err
 	}
-	return path, nil
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := buildinfo.Read(f)
+	if err != nil {
+		err = fmt.Errorf("read the build information of %s: %w", path, err)
+	} else {
+		err = checkCompanion(path, self, theirs)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// companionPath is the path of the companion called name, an executable
+// file next to the running binary (self), or why not.
+func companionPath(name string) (path, self string, err error) {
+	if self, err = os.Executable(); err != nil {
+		return "", "", fmt.Errorf("find the running binary: %w", err)
+	}
+	path = filepath.Join(filepath.Dir(self), name)
+	if path == self {
+		return self, self, nil // the companion itself
+	}
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", "", fmt.Errorf("%s: %w", path, ErrNoCompanion)
+	case err != nil:
+		return "", "", err
+	case !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0:
+		return "", "", fmt.Errorf("%s is not an executable file", path)
+	}
+	return path, self, nil
+}
+
+// checkCompanion compares the companion's build with the running binary's.
+func checkCompanion(path, self string, theirs *debug.BuildInfo) error {
+	mine, ok := debug.ReadBuildInfo()
+	if !ok {
+		return fmt.Errorf("%s has no build information to compare %s with", self, path)
+	}
+	if err := sameBuild(mine, theirs); err != nil {
+		return fmt.Errorf("%s is not the same build as %s: %w (rebuild both: make build)", path, self, err)
+	}
+	return nil
 }
 
 // BuildInfo is the running binary's build information as text

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,6 +51,7 @@ type Handover struct {
 	Tty        bool              `json:"tty"`   // the output is the pty's master, also the input
 	Partial    map[string][]byte `json:"partial,omitempty"`
 	Supervisor int               `json:"supervisor"` // the supervisor's binary, open (O_RDONLY): the keeper finishes by executing it
+	Build      string            `json:"build"`      // the supervisor's build, handed back with Finish: its binary checks it
 }
 
 // KeptOutput is one of the container's output streams.
@@ -67,6 +69,7 @@ type Finish struct {
 	Lock     int    `json:"lock"`
 	Listener int    `json:"listener"` // -1: none
 	Clients  []int  `json:"clients"`  // attached clients, to be told the status
+	Build    string `json:"build"`    // Handover's
 }
 
 // IsKeeper reports whether this process is a keeper: a supervisor that
@@ -214,7 +217,7 @@ func outputFds(h Handover) []int {
 
 // execFinish executes the supervisor's binary to finish the container.
 func (s *Streams) execFinish(h Handover, status int) error {
-	f := Finish{Root: h.Root, ID: h.ID, Network: h.Network, Status: status, Lock: h.Lock, Listener: -1}
+	f := Finish{Root: h.Root, ID: h.ID, Network: h.Network, Status: status, Lock: h.Lock, Listener: -1, Build: h.Build}
 	if !s.Attach.pause() {
 		return errors.New("the attach socket did not stop")
 	}
@@ -236,8 +239,17 @@ func (s *Streams) execFinish(h Handover, status int) error {
 		return err
 	}
 	// The supervisor's very binary, even if its file was replaced since
-	// (execve(2) of /proc/self/fd/N, as fexecve(3) does).
-	return syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", h.Supervisor), os.Args, withEnv(os.Environ(), FinishEnv, string(data)))
+	// (execve(2) of /proc/self/fd/N, as fexecve(3) does). ETXTBSY: the
+	// file is being written in place right now (cp over it); its finish
+	// will tell another build, after the copy.
+	path, env := fmt.Sprintf("/proc/self/fd/%d", h.Supervisor), withEnv(os.Environ(), FinishEnv, string(data))
+	for try := 0; ; try++ {
+		err = syscall.Exec(path, os.Args, env)
+		if err != syscall.ETXTBSY || try == 100 {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // AdoptPending adopts the clients waiting in listener's backlog (accept(2)
