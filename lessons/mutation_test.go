@@ -381,8 +381,8 @@ var lessonMutations = []mutate.Mutation{
 	},
 	{
 		Name: "07-keeper-is-the-shim", Lesson: 7, File: "final/engine/keep.go",
-		Old: `if path, err := runtime.Companion(keeper.Name); err == nil {`,
-		New: `if path, _ := runtime.Companion(keeper.Name); false { // mutation: the supervisor's own binary keeps`,
+		Old: `if f, err := runtime.OpenCompanion(keeper.Name); err == nil {`,
+		New: `if f, _ := runtime.OpenCompanion(keeper.Name); false { // mutation: the supervisor's own binary keeps`,
 		Why: "the keeper is minibox-shim again, with the engine's package inits in it: its program is not minibox-keeper",
 	},
 }
