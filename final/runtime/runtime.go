@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,7 +123,7 @@ func (r *Runtime) CreateFrom(id, bundle string, spec *specs.Spec, io IO, console
 	if err := c.run(consoleSocket); err != nil {
 		return 0, err
 	}
-	st.Status, st.Pid, st.Cgroup = specs.StateCreated, c.cmd.Process.Pid, c.cgroup
+	st.Status, st.Pid, st.Cgroup = specs.StateCreated, c.init.pid, c.cgroup
 	if st.InitStart, err = startTime(st.Pid); err != nil {
 		return 0, fmt.Errorf("container init exited during create: %w", err)
 	}
@@ -145,14 +144,13 @@ type creation struct {
 	spec            *specs.Spec
 	io              IO
 	cgroup          *cgroup
-	cmd             *exec.Cmd
+	init            *initProcess
 	deathSignal     unix.Signal
 }
 
 func (c *creation) undo() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Kill()
-		_ = c.cmd.Wait()
+	if c.init != nil {
+		c.init.kill()
 	}
 	if c.cgroup != nil {
 		_ = c.cgroup.remove(2 * time.Second)
@@ -196,31 +194,30 @@ func (c *creation) run(consoleSocket string) error {
 		return err
 	}
 	defer exe.Close() // the init has its own reference once it runs
-	c.cmd = exec.Command(fmt.Sprintf("/proc/self/fd/%d", exe.Fd()), "runtime", "init")
-	c.cmd.Env = []string{}
-	c.cmd.Stdin, c.cmd.Stdout, c.cmd.Stderr = c.io.Stdin, c.io.Stdout, c.io.Stderr
-	c.cmd.ExtraFiles = []*os.File{childSock, stateDir}
+	path := fmt.Sprintf("/proc/self/fd/%d", exe.Fd())
+	c.init = &initProcess{path: path, args: []string{path, "runtime", "init"}, env: []string{}, io: c.io}
+	c.init.extra = []*os.File{childSock, stateDir}
 	if c.spec.Process.Terminal {
 		console, err := dialConsole(consoleSocket)
 		if err != nil {
 			return err
 		}
 		defer console.Close()
-		c.cmd.ExtraFiles = append(c.cmd.ExtraFiles, console)
+		c.init.extra = append(c.init.extra, console)
 	}
-	c.cmd.SysProcAttr = initAttr(c.spec)
+	c.init.sys = initAttr(c.spec)
 	if c.deathSignal != 0 && !joinsByPath(c.spec) {
-		c.cmd.SysProcAttr.Pdeathsig = syscall.Signal(c.deathSignal)
+		c.init.sys.Pdeathsig = syscall.Signal(c.deathSignal)
 	}
-	tasks, done, err := c.cgroup.joinAtFork(c.cmd.SysProcAttr)
+	tasks, done, err := c.cgroup.joinAtFork(c.init.sys)
 	if err != nil {
 		return err
 	}
 	defer done()
 	var taskFDs []int // the init's numbers for the v1 tasks files
 	for _, f := range tasks {
-		taskFDs = append(taskFDs, 3+len(c.cmd.ExtraFiles))
-		c.cmd.ExtraFiles = append(c.cmd.ExtraFiles, f)
+		taskFDs = append(taskFDs, 3+len(c.init.extra))
+		c.init.extra = append(c.init.extra, f)
 	}
 	if err := c.start(); err != nil {
 		return err
@@ -248,11 +245,11 @@ func (c *creation) run(consoleSocket string) error {
 // path, on a host whose cgroup2 has nsdelegate). The init is then forked
 // as before and its PID written into cgroup.procs.
 func (c *creation) start() error {
-	err := startJoined(c.cmd, c.spec)
-	if err != nil && c.cmd.SysProcAttr.UseCgroupFD {
-		c.cmd.SysProcAttr.UseCgroupFD = false
-		if err = startJoined(c.cmd, c.spec); err == nil {
-			return c.cgroup.add(c.cmd.Process.Pid)
+	err := startJoined(c.init, c.spec)
+	if err != nil && c.init.sys.UseCgroupFD {
+		c.init.sys.UseCgroupFD = false
+		if err = startJoined(c.init, c.spec); err == nil {
+			return c.cgroup.add(c.init.pid)
 		}
 	}
 	if err != nil {
@@ -296,11 +293,11 @@ func joinsByPath(s *specs.Spec) bool {
 	return false
 }
 
-// startJoined starts cmd inside the namespaces the spec joins by path.
+// startJoined starts the init inside the namespaces the spec joins by path.
 // setns changes only the calling thread, so it happens on a locked OS
 // thread that forks the child and is then thrown away (never unlocked:
 // Go ends the thread with the goroutine).
-func startJoined(cmd *exec.Cmd, s *specs.Spec) error {
+func startJoined(p *initProcess, s *specs.Spec) error {
 	var joins []specs.LinuxNamespace
 	for _, ns := range s.Linux.Namespaces {
 		if ns.Path != "" {
@@ -308,7 +305,7 @@ func startJoined(cmd *exec.Cmd, s *specs.Spec) error {
 		}
 	}
 	if len(joins) == 0 {
-		return cmd.Start()
+		return p.start()
 	}
 	var err error
 	onDisposableThread(func() {
@@ -318,7 +315,7 @@ func startJoined(cmd *exec.Cmd, s *specs.Spec) error {
 				return
 			}
 		}
-		err = cmd.Start()
+		err = p.start()
 	})
 	return err
 }
