@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/minibox-lab/minibox/final/engine/keeper"
 	"github.com/minibox-lab/minibox/final/network"
 	"github.com/minibox-lab/minibox/internal/flock"
 )
@@ -246,7 +247,10 @@ func (e *Engine) ids() ([]string, error) {
 
 // refresh notices a container whose supervisor is gone while its record
 // says running (the supervisor was killed), ends it and undoes what the
-// supervisor could not (recoverOrphan), and the record says so.
+// supervisor could not (recoverOrphan), and the record says so. The
+// container died with its supervisor (SIGKILL, 137), unless its keeper
+// saw it end first and wrote how (keeper.Ended): a finish that could not
+// run leaves the same record, and the status is the container's own.
 func (e *Engine) refresh(id string) (*Container, error) {
 	c, err := e.load(id)
 	if err != nil || c.State.Status != "running" || e.supervised(id) {
@@ -256,7 +260,12 @@ func (e *Engine) refresh(id string) (*Container, error) {
 		if c.State.Status == "running" && !e.supervised(id) {
 			e.recoverOrphan(c)
 			c.State.Status, c.State.ExitCode, c.State.FinishedAt = "exited", 137, time.Now()
-			c.State.Pid, c.State.Error = 0, "its supervisor died"
+			c.State.Error = "its supervisor died"
+			if ended, err := keeper.ReadEnded(e.endedPath(id)); err == nil && ended.Pid == c.State.Pid {
+				c.State.ExitCode, c.State.FinishedAt = ended.Status, ended.FinishedAt
+				c.State.Error = "its supervisor did not finish it"
+			}
+			c.State.Pid = 0
 		}
 		return nil
 	})

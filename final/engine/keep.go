@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,7 +81,7 @@ func (s *supervision) execKeeper(pid int, lock *os.File) error {
 	path, argv0, done := keeperBinary()
 	defer done()
 	h := keeper.Handover{Root: s.e.Root, ID: s.c.ID, Network: s.c.Config.Network, Pid: pid,
-		Lock: int(lock.Fd()), Tty: s.c.Config.Tty, Supervisor: self, Build: buildDigest()}
+		Lock: int(lock.Fd()), Tty: s.c.Config.Tty, Supervisor: self, Build: buildDigest(), StatusFile: s.e.endedPath(s.c.ID)}
 	return s.streams.ExecKeeper(path, append([]string{argv0}, os.Args[1:]...), os.Environ(), h)
 }
 
@@ -178,5 +179,12 @@ func finishKept() int {
 		fmt.Fprintf(os.Stderr, "minibox supervise: %v\n", err)
 		return 1
 	}
+	os.Remove(e.endedPath(f.ID)) // recorded (or removed with the container, --rm)
 	return 0
+}
+
+// endedPath is where a keeper writes how its container ended, for the
+// next command to read should the finish not record it (keeper.Ended).
+func (e *Engine) endedPath(id string) string {
+	return filepath.Join(e.containerDir(id), "ended.json")
 }

@@ -126,6 +126,33 @@ func TestKeeperMissingOrOfAnotherBuild(t *testing.T) {
 	}
 }
 
+// A keeper's finish that refuses (the supervisor's binary was overwritten
+// in place by another build while the container ran) leaves the record
+// saying running with no supervisor; the next command recovers it, with
+// the status the keeper saw (keeper.Ended), not a killed supervisor's 137.
+func TestKeeperWhoseFinishRefusesKeepsTheStatus(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	for _, name := range []string{"minibox", "minibox-shim", "minibox-init", "minibox-keeper"} {
+		copyFile(t, filepath.Join(filepath.Dir(bin), name), filepath.Join(dir, name))
+	}
+	run := exec.Command(filepath.Join(dir, "minibox"), "run", "-d", e.ref, "sh", "-c", "sleep 1; exit 7")
+	run.Env = append(os.Environ(), "MINIBOX_ROOT="+e.root)
+	out, err := run.Output()
+	require.NoError(t, err)
+	id := strings.TrimSpace(string(out))
+	supervisor := e.inspect(id).State.SupervisorPid
+	require.Eventually(t, func() bool { return isKeeper(supervisor) }, 5*time.Second, 20*time.Millisecond)
+	// The same file (inode) the keeper holds open to finish with, now
+	// another build: minibox's, which would finish too, were it the same.
+	copyFile(t, filepath.Join(dir, "minibox"), filepath.Join(dir, "minibox-shim"))
+	rec := e.waitStatus(id, "exited", 10*time.Second)
+	assert.Equal(t, 7, rec.State.ExitCode, "the container's own status, from its keeper")
+	assert.Contains(t, rec.State.Error, "did not finish it")
+	e.ok("rm", id)
+	assert.Empty(t, leftovers(t, e, id), "left after rm")
+}
+
 func copyFile(t *testing.T, from, to string) {
 	data, err := os.ReadFile(from)
 	require.NoError(t, err)

@@ -52,6 +52,7 @@ type Handover struct {
 	Partial    map[string][]byte `json:"partial,omitempty"`
 	Supervisor int               `json:"supervisor"` // the supervisor's binary, open (O_RDONLY): the keeper finishes by executing it
 	Build      string            `json:"build"`      // the supervisor's build, handed back with Finish: its binary checks it
+	StatusFile string            `json:"statusFile"` // where the keeper writes how the container ended (Ended); "": nowhere
 }
 
 // KeptOutput is one of the container's output streams.
@@ -200,6 +201,11 @@ func Main() int {
 		}
 	}
 	status := Wait(h.Pid)
+	if h.StatusFile != "" {
+		if err := WriteEnded(h.StatusFile, Ended{Pid: h.Pid, Status: status, FinishedAt: time.Now()}); err != nil {
+			fmt.Fprintf(os.Stderr, "minibox keeper: %.12s ended with status %d: %v\n", h.ID, status, err)
+		}
+	}
 	s.Drain()
 	s.Log.Close()
 	err = s.execFinish(h, status)
