@@ -265,6 +265,7 @@ func (e *Engine) refresh(id string) (*Container, error) {
 				c.State.ExitCode, c.State.FinishedAt = ended.Status, ended.FinishedAt
 				c.State.Error = "its supervisor did not finish it"
 			}
+			os.Remove(e.endedPath(id)) // told: a later run's end is its own
 			c.State.Pid = 0
 		}
 		return nil

@@ -108,13 +108,7 @@ func TestKeeperMissingOrOfAnotherBuild(t *testing.T) {
 				out, err := build.CombinedOutput()
 				require.NoError(t, err, "%s", out)
 			}
-			run := exec.Command(filepath.Join(dir, "minibox"), "run", "-d", e.ref, "sh", "-c", "sleep 1; echo late; exit 7")
-			run.Env = append(os.Environ(), "MINIBOX_ROOT="+e.root)
-			out, err := run.Output()
-			require.NoError(t, err)
-			id := strings.TrimSpace(string(out))
-			supervisor := e.inspect(id).State.SupervisorPid
-			require.Eventually(t, func() bool { return isKeeper(supervisor) }, 5*time.Second, 20*time.Millisecond)
+			id, supervisor := runKept(t, e, dir, "sleep 1; echo late; exit 7")
 			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", supervisor))
 			require.NoError(t, err)
 			assert.Equal(t, filepath.Join(dir, "minibox-shim"), exe, "the supervisor's own binary keeps")
@@ -136,21 +130,30 @@ func TestKeeperWhoseFinishRefusesKeepsTheStatus(t *testing.T) {
 	for _, name := range []string{"minibox", "minibox-shim", "minibox-init", "minibox-keeper"} {
 		copyFile(t, filepath.Join(filepath.Dir(bin), name), filepath.Join(dir, name))
 	}
-	run := exec.Command(filepath.Join(dir, "minibox"), "run", "-d", e.ref, "sh", "-c", "sleep 1; exit 7")
-	run.Env = append(os.Environ(), "MINIBOX_ROOT="+e.root)
-	out, err := run.Output()
-	require.NoError(t, err)
-	id := strings.TrimSpace(string(out))
-	supervisor := e.inspect(id).State.SupervisorPid
-	require.Eventually(t, func() bool { return isKeeper(supervisor) }, 5*time.Second, 20*time.Millisecond)
+	id, _ := runKept(t, e, dir, "sleep 3; exit 7") // time to overwrite the binary first
 	// The same file (inode) the keeper holds open to finish with, now
 	// another build: minibox's, which would finish too, were it the same.
 	copyFile(t, filepath.Join(dir, "minibox"), filepath.Join(dir, "minibox-shim"))
 	rec := e.waitStatus(id, "exited", 10*time.Second)
 	assert.Equal(t, 7, rec.State.ExitCode, "the container's own status, from its keeper")
 	assert.Contains(t, rec.State.Error, "did not finish it")
+	_, err := os.Stat(filepath.Join(e.root, "engine", "containers", id, "ended.json"))
+	assert.ErrorIs(t, err, os.ErrNotExist, "the status, once recorded, stays behind for a later run")
 	e.ok("rm", id)
 	assert.Empty(t, leftovers(t, e, id), "left after rm")
+}
+
+// runKept runs script detached with the minibox in dir, and returns once
+// its supervisor has become its keeper.
+func runKept(t *testing.T, e *env, dir, script string) (id string, supervisor int) {
+	run := exec.Command(filepath.Join(dir, "minibox"), "run", "-d", e.ref, "sh", "-c", script)
+	run.Env = append(os.Environ(), "MINIBOX_ROOT="+e.root)
+	out, err := run.Output()
+	require.NoError(t, err)
+	id = strings.TrimSpace(string(out))
+	supervisor = e.inspect(id).State.SupervisorPid
+	require.Eventually(t, func() bool { return isKeeper(supervisor) }, 5*time.Second, 20*time.Millisecond)
+	return id, supervisor
 }
 
 func copyFile(t *testing.T, from, to string) {
