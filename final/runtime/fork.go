@@ -34,7 +34,7 @@ func (p *initProcess) start() error {
 		if f == nil {
 			null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 			if err != nil {
-				return err
+				return fmt.Errorf("the init's standard file %d: %w", i, err)
 			}
 			defer null.Close()
 			files[i] = null
