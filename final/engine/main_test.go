@@ -399,10 +399,23 @@ func (e *env) assertNothingLeft(ids []string) {
 			"/sys/fs/cgroup/cpu/minibox/", "/sys/fs/cgroup/freezer/minibox/", "/sys/fs/cgroup/devices/minibox/"} {
 			assert.NoDirExists(t, group+short, "the container's cgroup is left")
 		}
-		assert.Empty(t, containerRules(t, short), "the container's iptables rules are left")
 	}
-	assert.Eventually(t, func() bool { return len(veths(t)) == 0 }, 5*time.Second, 20*time.Millisecond, "veths left: %v", veths(t))
-	assert.Empty(t, leases(t, e.root), "leases left")
+	for _, id := range ids {
+		assert.Eventually(t, func() bool { return len(containerRules(t, id[:12])) == 0 }, 5*time.Second, 20*time.Millisecond,
+			"the container's iptables rules are left: %v", containerRules(t, id[:12]))
+	}
+	networkReleased(t, e.root)
+}
+
+// networkReleased checks that no veth and no lease is left. A --rm
+// container's supervisor releases them, and its rules, just after run
+// returns (the kernel takes ~30 ms to delete a veth: supervise.go,
+// releaseNetwork).
+func networkReleased(t *testing.T, root string) {
+	t.Helper()
+	const within, every = 5 * time.Second, 20 * time.Millisecond
+	assert.Eventually(t, func() bool { return len(veths(t)) == 0 }, within, every, "veths left: %v", veths(t))
+	assert.Eventually(t, func() bool { return len(leases(t, root)) == 0 }, within, every, "leases left: %v", leases(t, root))
 }
 
 // containerRules are the iptables rules tagged minibox:<short id>, or any

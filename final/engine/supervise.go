@@ -72,7 +72,6 @@ func (e *Engine) Supervise(id string, ready io.WriteCloser) error {
 	pid, err := s.create(ready, waitAttach)
 	if err != nil {
 		s.undo() // before anyone hears of the failure (run --rm removes then)
-		s.undos = nil
 		e.update(id, func(c *Container) error { c.State.Status, c.State.Error = "created", err.Error(); return nil })
 		return report(ready, err)
 	}
@@ -137,19 +136,41 @@ type supervision struct {
 	// deleteFromRuntime undoes the runtime's part (its state, the cgroup):
 	// it needs none of the undos, so finish runs it beside them.
 	deleteFromRuntime func()
-	streams           *keeper.Streams // the log, the attach socket, the pumps
-	console           func()          // closes the console socket (once its master has come)
-	mountNS           int             // the container's mount namespace, held open (holdMountNamespace); 0: none
-	lock              *os.File        // supervisor.lock, held until the container is finished
+	streams           *keeper.Streams   // the log, the attach socket, the pumps
+	console           func()            // closes the console socket (once its master has come)
+	mountNS           int               // the container's mount namespace, held open (holdMountNamespace); 0: none
+	lock              *os.File          // supervisor.lock, held until the container is finished
+	endpoint          *network.Endpoint // the bridge's veth, rules and lease: released last (releaseNetwork)
 }
 
+// undo undoes everything, the network included.
 func (s *supervision) undo() {
+	s.undoAllButNetwork()
+	s.releaseNetwork()
+}
+
+func (s *supervision) undoAllButNetwork() {
 	if s.deleteFromRuntime != nil { // made last: undone first
 		s.deleteFromRuntime()
 		s.deleteFromRuntime = nil
 	}
 	for i := len(s.undos) - 1; i >= 0; i-- {
 		s.undos[i]()
+	}
+	s.undos = nil
+}
+
+// releaseNetwork gives the container's veth, rules and lease back. The end
+// of a --rm container does not wait for it: deleting a veth waits for the
+// kernel's RCU (synchronize_net, rcu_barrier: `ip link del` takes 25–40
+// ms here, docs/benchmarks.md), so finish runs it after the clients know
+// the end. The lease goes last: no other container gets the address while
+// the veth is still on the bridge, and a Setup that comes first finds the
+// lease's owner dead and reclaims it itself.
+func (s *supervision) releaseNetwork() {
+	if s.endpoint != nil {
+		_ = s.endpoint.Release()
+		s.endpoint = nil
 	}
 }
 
@@ -265,7 +286,7 @@ func (s *supervision) network() (*network.Endpoint, map[string][]byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s.undos = append(s.undos, func() { _ = ep.Release() })
+	s.endpoint = ep
 	for name, data := range ep.Files() {
 		files[strings.TrimPrefix(name, "/etc/")] = data
 	}
@@ -414,8 +435,14 @@ func (s *supervision) finish(status int) error {
 		close(deleted)
 	}(s.deleteFromRuntime)
 	s.deleteFromRuntime = nil
-	s.undo()
-	s.undos = nil
+	s.undoAllButNetwork()
+	if !s.c.Config.AutoRemove {
+		// A container that stays can be started again right away: its
+		// next run must not meet this one's release (the same id names
+		// the veth, the rules and the lease). A --rm container's id is
+		// never used again: its network goes after the exit frame.
+		s.releaseNetwork()
+	}
 	var err error
 	if s.c.Config.AutoRemove {
 		// --rm: no "exited" record that nobody would read; the container
@@ -444,6 +471,7 @@ func (s *supervision) finish(status int) error {
 	}
 	s.streams.Attach.BroadcastExit(status)
 	s.releaseMountNamespace()
+	s.releaseNetwork()
 	return err
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -51,18 +52,27 @@ func bridgeRules(bridge string, subnet *net.IPNet) []rule {
 }
 
 // ensureBridgeRules turns forwarding and route_localnet on and inserts
-// each shared rule that is missing (checked every time: a firewall
-// reload may have flushed them).
-func ensureBridgeRules(bridge string, subnet *net.IPNet) error {
+// each shared rule that is missing: checked every time the ruleset has
+// changed since the last good check (a firewall reload may have flushed
+// them), whose stamp (rulesgen.go) stays in root's network directory.
+func ensureBridgeRules(root, bridge string, subnet *net.IPNet) error {
 	if err := sysctl("net/ipv4/ip_forward", "1"); err != nil {
 		return err
 	}
 	if err := sysctl("net/ipv4/conf/"+bridge+"/route_localnet", "1"); err != nil {
 		return err
 	}
+	stampFile := filepath.Join(leasesDir(root), bridge+".rules")
+	stamp := rulesStamp()
+	if stampUnchanged(stampFile, stamp) {
+		return nil // no change to the ruleset since they were all there
+	}
 	rules := bridgeRules(bridge, subnet)
-	if restore("-C", rules) == nil {
-		return nil // all there: one iptables-restore instead of one iptables -C each
+	if restore("-C", rules) == nil { // all there: one iptables-restore instead of one iptables -C each
+		if rulesStamp() == stamp { // nothing changed meanwhile
+			writeStamp(stampFile, stamp)
+		}
+		return nil
 	}
 	for _, r := range rules {
 		present, err := hasRule(r)

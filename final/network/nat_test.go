@@ -1,6 +1,12 @@
 package network
 
 import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -37,4 +43,61 @@ func TestRestoreAddsChecksAndDeletesRules(t *testing.T) {
 		assert.False(t, present, "deleted: %s", r)
 	}
 	assert.Error(t, restore("-A", []rule{tagged("filter", "FORWARD", "a b", "-j", "ACCEPT")}), "an argument with a space is left to iptables")
+}
+
+// The shared rules are checked only when the ruleset has changed since
+// the last good check (rulesgen.go): a Setup whose stamp is unchanged
+// runs no iptables-restore; a rule deleted meanwhile moves nf_tables'
+// generation on, so the next check runs and puts it back; with a legacy
+// (x_tables) table in use no stamp is trusted and every Setup checks.
+func TestBridgeRulesAreCheckedWhenTheRulesetChanged(t *testing.T) {
+	o := newOptions(t)
+	_, subnet, _ := net.ParseCIDR(DefaultSubnet)
+	require.NoError(t, ensureBridge(o.Bridge, subnet))
+	require.NoError(t, os.MkdirAll(leasesDir(o.Root), 0o755))
+	checks := spyOnIptablesRestore(t)
+	ensure := func() { require.NoError(t, ensureBridgeRules(o.Root, o.Bridge, subnet)) }
+
+	ensure() // inserts what is missing: the generation moves on
+	ensure() // checks, and stamps the generation it saw
+	require.NotEmpty(t, rulesStamp(), "nf_tables answers, and no legacy table is in use here")
+	stamp, err := os.ReadFile(filepath.Join(leasesDir(o.Root), o.Bridge+".rules"))
+	require.NoError(t, err, "the good check left its stamp")
+	assert.Equal(t, rulesStamp(), string(stamp))
+	before := checks()
+	ensure()
+	ensure()
+	assert.Equal(t, before, checks(), "nothing changed: no check")
+
+	drop := bridgeRules(o.Bridge, subnet)[4]
+	require.NoError(t, iptables(drop.args("-D")...))
+	ensure()
+	assert.Greater(t, checks(), before, "a rule was deleted: checked again")
+	present, err := hasRule(drop)
+	require.NoError(t, err)
+	assert.True(t, present, "and put back")
+
+	out, err := exec.Command("iptables-legacy", "-t", "raw", "-n", "-L").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Empty(t, rulesStamp(), "a legacy table is in use: its changes would not move the generation")
+	before = checks()
+	ensure()
+	assert.Greater(t, checks(), before, "so every Setup checks")
+}
+
+// spyOnIptablesRestore puts an iptables-restore first in PATH that counts
+// its runs and hands on to the real one; it returns the count so far.
+func spyOnIptablesRestore(t *testing.T) func() int {
+	t.Helper()
+	real, err := exec.LookPath("iptables-restore")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	log := filepath.Join(dir, "runs")
+	script := fmt.Sprintf("#!/bin/sh\necho run >> %s\nexec %s \"$@\"\n", log, real)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "iptables-restore"), []byte(script), 0o755))
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	return func() int {
+		data, _ := os.ReadFile(log)
+		return strings.Count(string(data), "run\n")
+	}
 }

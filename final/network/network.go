@@ -102,7 +102,7 @@ func Setup(id string, o Options) (*Endpoint, error) {
 		if err := ensureBridge(e.Bridge, e.subnet); err != nil {
 			return err
 		}
-		return ensureBridgeRules(e.Bridge, e.subnet)
+		return ensureBridgeRules(e.Root, e.Bridge, e.subnet)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("network of container %s: %w", e.ID, err)

@@ -586,7 +586,7 @@ func TestContainerCannotReachTheHostsLoopback(t *testing.T) {
 	got, err := dialFrom(c.nsPath(), "127.0.0.2:7777")
 	assert.NoError(t, err, "without the raw-table drop the hole is open (or this test no longer tests it)")
 	assert.Contains(t, got, "host secret")
-	require.NoError(t, ensureBridgeRules(o.Bridge, subnet), "the drop again")
+	require.NoError(t, ensureBridgeRules(o.Root, o.Bridge, subnet), "the drop again")
 }
 
 // routeLoopbackViaGateway makes the container send 127.0.0.0/8 to the
