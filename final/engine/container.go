@@ -250,14 +250,18 @@ func (e *Engine) ids() ([]string, error) {
 // supervisor could not (recoverOrphan), and the record says so. The
 // container died with its supervisor (SIGKILL, 137), unless its keeper
 // saw it end first and wrote how (keeper.Ended): a finish that could not
-// run leaves the same record, and the status is the container's own.
+// run leaves the same record, and the status is the container's own. A
+// --rm container is then removed, as its supervisor would have done:
+// refresh says it does not exist (fs.ErrNotExist).
 func (e *Engine) refresh(id string) (*Container, error) {
 	c, err := e.load(id)
 	if err != nil || c.State.Status != "running" || e.supervised(id) {
 		return c, err
 	}
-	return e.update(id, func(c *Container) error {
+	recovered := false
+	c, err = e.update(id, func(c *Container) error {
 		if c.State.Status == "running" && !e.supervised(id) {
+			recovered = true
 			e.recoverOrphan(c)
 			c.State.Status, c.State.ExitCode, c.State.FinishedAt = "exited", 137, time.Now()
 			c.State.Error = "its supervisor died"
@@ -270,7 +274,29 @@ func (e *Engine) refresh(id string) (*Container, error) {
 		}
 		return nil
 	})
+	if err != nil || !recovered || !c.Config.AutoRemove {
+		return c, err
+	}
+	if err := e.removeStopped(c, true); err != nil {
+		return c, err
+	}
+	return nil, removedError{name: c.Name, status: c.State.ExitCode, why: c.State.Error}
 }
+
+// removedError is refresh's answer for a --rm container it found ended
+// and removed: it does not exist (fs.ErrNotExist), and this is how it
+// ended (for wait).
+type removedError struct {
+	name   string
+	status int
+	why    string
+}
+
+func (r removedError) Error() string {
+	return fmt.Sprintf("container %s ended with status %d (%s) and was removed (--rm)", r.name, r.status, r.why)
+}
+
+func (r removedError) Unwrap() error { return fs.ErrNotExist }
 
 // recoverOrphan undoes the work of a supervisor that was killed. Its
 // container died with it (Runtime.DeathSignal), but what the supervisor

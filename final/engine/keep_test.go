@@ -75,7 +75,8 @@ func TestKeeperOfTtyAndRmContainers(t *testing.T) {
 
 // A keeper killed from outside takes its container along (the death
 // signal of the thread that forked the init survives the execve), and
-// the next commands recover as from a killed supervisor.
+// the next commands recover as from a killed supervisor: a --rm
+// container is removed then.
 func TestKeeperKilled(t *testing.T) {
 	e := newEnv(t)
 	id := strings.TrimSpace(e.ok("run", "-d", "-m", "32m", "-p", "18095:80", e.ref, "sleep", "1000"))
@@ -89,6 +90,19 @@ func TestKeeperKilled(t *testing.T) {
 	assert.Equal(t, 137, after.State.ExitCode)
 	e.ok("rm", id)
 	assert.Empty(t, leftovers(t, e, id), "left after rm")
+
+	// A --rm container goes as its keeper would have removed it.
+	id = strings.TrimSpace(e.ok("run", "-d", "--rm", e.ref, "sleep", "1000"))
+	r = e.inspect(id)
+	require.Eventually(t, func() bool { return isKeeper(r.State.SupervisorPid) }, 5*time.Second, 20*time.Millisecond)
+	require.NoError(t, syscall.Kill(r.State.SupervisorPid, syscall.SIGKILL))
+	require.Eventually(t, func() bool { return !alive(r.State.Pid) }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "137\n", e.ok("wait", id), "wait: how it ended")
+	assert.NotContains(t, e.ok("ps", "-a", "-q"), id[:12], "the --rm container is removed")
+	assert.Empty(t, leftovers(t, e, id), "left after ps")
+	_, stderr, code := e.mb("inspect", id)
+	assert.NotEqual(t, 0, code)
+	assert.Contains(t, stderr, "no such container")
 }
 
 // A minibox-keeper missing, or of another build, is not used: the

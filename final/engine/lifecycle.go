@@ -93,6 +93,9 @@ func (e *Engine) Wait(id string) (int, error) {
 		time.Sleep(100 * time.Millisecond)
 		c, err = e.Get(c.ID)
 	}
+	if removed := (removedError{}); errors.As(err, &removed) { // a --rm container whose supervisor died
+		return removed.status, nil
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -103,13 +106,21 @@ func (e *Engine) Wait(id string) (int, error) {
 			return code, nil
 		}
 	}
-	for !e.waitExited(c.ID, time.Hour) {
+	for {
+		c, err := e.refresh(c.ID)
+		var removed removedError
+		switch {
+		case errors.As(err, &removed): // a --rm container whose supervisor died
+			return removed.status, nil
+		case errors.Is(err, fs.ErrNotExist):
+			return 0, fmt.Errorf("no such container: %s (removed meanwhile)", id)
+		case err != nil:
+			return 0, err
+		case c.State.Status != "running":
+			return c.State.ExitCode, nil
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	c, err = e.load(c.ID)
-	if err != nil {
-		return 0, err
-	}
-	return c.State.ExitCode, nil
 }
 
 // Remove is docker rm: a running container only with force (killed first);

@@ -68,3 +68,21 @@ func TestPortsAndBridge(t *testing.T) {
 	e.ok("rm", "-f", "web")
 	assert.Empty(t, httpGet("http://127.0.0.1:18080/motd"), "the port is no longer published")
 }
+
+// A container without --rm gives its network back before run returns: it
+// can be started again at once, and its id names its veth, rules and lease
+// (supervise.go, releaseNetwork). A --rm container's network goes just
+// after (TestManyRunRmCyclesLeaveNothing).
+func TestNetworkIsReleasedBeforeRunReturnsWithoutRm(t *testing.T) {
+	e := newEnv(t)
+	script := "ip -o -4 addr show eth0 | grep -c 10.89.0"
+	assert.Equal(t, "1\n", e.ok("run", "--name", "again", "-p", "18097:80", e.ref, "sh", "-c", script))
+	short := e.inspect("again").ID[:12]
+	for i := 0; i < 2; i++ {
+		assert.Empty(t, veths(t), "its veth, at once") // the slowest to go (RCU): first
+		assert.Empty(t, leases(t, e.root), "its lease, at once")
+		assert.Empty(t, containerRules(t, short), "its rules, at once")
+		assert.Equal(t, "1\n", e.ok("start", "-a", "again"), "started again at once: an address again")
+	}
+	e.ok("rm", "again")
+}

@@ -160,13 +160,14 @@ func (s *supervision) undoAllButNetwork() {
 	s.undos = nil
 }
 
-// releaseNetwork gives the container's veth, rules and lease back. The end
-// of a --rm container does not wait for it: deleting a veth waits for the
-// kernel's RCU (synchronize_net, rcu_barrier: `ip link del` takes 25–40
-// ms here, docs/benchmarks.md), so finish runs it after the clients know
-// the end. The lease goes last: no other container gets the address while
-// the veth is still on the bridge, and a Setup that comes first finds the
-// lease's owner dead and reclaims it itself.
+// releaseNetwork gives the container's rules, veth and lease back. The
+// end of a --rm container does not wait for it: deleting a veth waits for
+// the kernel's RCU (`ip link del` of a veth: 20–40 ms here,
+// docs/benchmarks.md), so finish runs it after the clients know the end.
+// The lease goes last: no other container gets the address while the
+// veth is still on the bridge, and a Setup that comes first (a script's
+// next run, publishing the same port) finds the lease's owner, the
+// container's init, dead and reclaims it itself (network.Setup).
 func (s *supervision) releaseNetwork() {
 	if s.endpoint != nil {
 		_ = s.endpoint.Release()
@@ -446,7 +447,8 @@ func (s *supervision) finish(status int) error {
 	var err error
 	if s.c.Config.AutoRemove {
 		// --rm: no "exited" record that nobody would read; the container
-		// goes at once (everything else of it is undone above).
+		// goes at once (everything else of it is undone above, but its
+		// network: after the exit frame).
 		err = s.e.removeStopped(s.c, true)
 		<-deleted
 	} else {

@@ -62,14 +62,14 @@ func ensureBridgeRules(root, bridge string, subnet *net.IPNet) error {
 	if err := sysctl("net/ipv4/conf/"+bridge+"/route_localnet", "1"); err != nil {
 		return err
 	}
+	rules := bridgeRules(bridge, subnet)
 	stampFile := filepath.Join(leasesDir(root), bridge+".rules")
-	stamp := rulesStamp()
+	stamp := rulesStamp(rules)
 	if stampUnchanged(stampFile, stamp) {
 		return nil // no change to the ruleset since they were all there
 	}
-	rules := bridgeRules(bridge, subnet)
 	if restore("-C", rules) == nil { // all there: one iptables-restore instead of one iptables -C each
-		if rulesStamp() == stamp { // nothing changed meanwhile
+		if rulesStamp(rules) == stamp { // nothing changed meanwhile
 			writeStamp(stampFile, stamp)
 		}
 		return nil

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/minibox-lab/minibox/internal/testenv"
 )
 
 // restore applies a batch of rules across tables in one iptables-restore:
@@ -48,11 +50,13 @@ func TestRestoreAddsChecksAndDeletesRules(t *testing.T) {
 // The shared rules are checked only when the ruleset has changed since
 // the last good check (rulesgen.go): a Setup whose stamp is unchanged
 // runs no iptables-restore; a rule deleted meanwhile moves nf_tables'
-// generation on, so the next check runs and puts it back; with a legacy
-// (x_tables) table in use no stamp is trusted and every Setup checks.
+// generation on, so the next check runs and puts it back. The stamp is
+// another for other rules, and in another network namespace; where a
+// legacy (x_tables) table is in use, none is trusted.
 func TestBridgeRulesAreCheckedWhenTheRulesetChanged(t *testing.T) {
 	o := newOptions(t)
 	_, subnet, _ := net.ParseCIDR(DefaultSubnet)
+	rules := bridgeRules(o.Bridge, subnet)
 	require.NoError(t, ensureBridge(o.Bridge, subnet))
 	require.NoError(t, os.MkdirAll(leasesDir(o.Root), 0o755))
 	checks := spyOnIptablesRestore(t)
@@ -60,16 +64,17 @@ func TestBridgeRulesAreCheckedWhenTheRulesetChanged(t *testing.T) {
 
 	ensure() // inserts what is missing: the generation moves on
 	ensure() // checks, and stamps the generation it saw
-	require.NotEmpty(t, rulesStamp(), "nf_tables answers, and no legacy table is in use here")
-	stamp, err := os.ReadFile(filepath.Join(leasesDir(o.Root), o.Bridge+".rules"))
+	stamp := rulesStamp(rules)
+	testenv.Require(t, stamp != "", "nf_tables answers and no legacy iptables table is in use (iptables-nft)")
+	kept, err := os.ReadFile(filepath.Join(leasesDir(o.Root), o.Bridge+".rules"))
 	require.NoError(t, err, "the good check left its stamp")
-	assert.Equal(t, rulesStamp(), string(stamp))
+	assert.Equal(t, stamp, string(kept))
 	before := checks()
 	ensure()
 	ensure()
 	assert.Equal(t, before, checks(), "nothing changed: no check")
 
-	drop := bridgeRules(o.Bridge, subnet)[4]
+	drop := rules[4]
 	require.NoError(t, iptables(drop.args("-D")...))
 	ensure()
 	assert.Greater(t, checks(), before, "a rule was deleted: checked again")
@@ -77,12 +82,19 @@ func TestBridgeRulesAreCheckedWhenTheRulesetChanged(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, present, "and put back")
 
-	out, err := exec.Command("iptables-legacy", "-t", "raw", "-n", "-L").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	assert.Empty(t, rulesStamp(), "a legacy table is in use: its changes would not move the generation")
-	before = checks()
-	ensure()
-	assert.Greater(t, checks(), before, "so every Setup checks")
+	_, other, _ := net.ParseCIDR("10.99.0.0/24")
+	assert.NotEqual(t, rulesStamp(rules), rulesStamp(bridgeRules(o.Bridge, other)), "other rules, another stamp")
+	here := rulesStamp(rules)
+	c := startContainer(t) // another network namespace
+	require.NoError(t, inNetns(c.nsPath(), func() error {
+		assert.NotEqual(t, here, rulesStamp(rules), "another namespace, another stamp")
+		if out, err := exec.Command("iptables-legacy", "-t", "raw", "-n", "-L").CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables-legacy: %v: %s", err, out)
+		}
+		assert.Empty(t, rulesStamp(rules), "a legacy table is in use: its changes would not move the generation")
+		return nil
+	}))
+	assert.Equal(t, here, rulesStamp(rules), "here, unchanged by the other namespace's legacy table")
 }
 
 // spyOnIptablesRestore puts an iptables-restore first in PATH that counts

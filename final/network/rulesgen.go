@@ -1,9 +1,11 @@
 package network
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"os"
+	goruntime "runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink/nl"
@@ -18,21 +20,22 @@ import (
 // with each new generation), and a check, which changes nothing, does
 // not. So once the rules were all there at generation N, they still are
 // while the generation is N: a Setup that finds the stamp of its last
-// good check unchanged skips the check. The stamp names the boot and the
-// network namespace too (generations are counted per namespace, from 1).
+// good check unchanged skips the check. The stamp names the boot, the
+// network namespace (generations are counted per namespace, from 1) and
+// the rules checked (another build's, or another subnet's, are others).
+// A container that publishes ports adds and deletes rules, so after one
+// the next Setup checks again.
 
-// soNetnsCookie is SO_NETNS_COOKIE (Linux 5.14, asm-generic/socket.h):
-// a network namespace's number, never reused within a boot. This
-// golang.org/x/sys is older than its constant.
-const soNetnsCookie = 71
-
-// rulesStamp says which state of the ruleset a check sees: "" if no stamp
-// can be trusted. That is when iptables is the legacy kind (x_tables:
-// its changes do not move nf_tables' generation; a legacy table is
-// listed in /proc/net/ip_tables_names once it is used) or when the
-// kernel cannot tell.
-func rulesStamp() string {
-	if legacy, err := os.ReadFile("/proc/net/ip_tables_names"); err == nil && len(legacy) > 0 {
+// rulesStamp says which state of the ruleset a check of rules sees: ""
+// if no stamp can be trusted. That is when iptables is the legacy kind
+// (x_tables: its changes do not move nf_tables' generation; a legacy
+// table is listed in ip_tables_names once it is used) or when the kernel
+// cannot tell. All of it is read from the calling thread's network
+// namespace, the one iptables-restore, started from it, works in.
+func rulesStamp(rules []rule) string {
+	goruntime.LockOSThread() // /proc/thread-self: this thread's namespace
+	defer goruntime.UnlockOSThread()
+	if legacy, err := os.ReadFile("/proc/thread-self/net/ip_tables_names"); err == nil && len(legacy) > 0 {
 		return ""
 	}
 	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
@@ -47,18 +50,23 @@ func rulesStamp() string {
 	if err != nil {
 		return ""
 	}
-	return fmt.Sprintf("boot %s netns %d nf_tables generation %d\n", strings.TrimSpace(string(boot)), cookie, gen)
+	var checked []string
+	for _, r := range rules {
+		checked = append(checked, r.table+" "+r.String())
+	}
+	digest := sha256.Sum256([]byte(strings.Join(checked, "\n")))
+	return fmt.Sprintf("boot %s netns %d nf_tables generation %d rules %x\n", strings.TrimSpace(string(boot)), cookie, gen, digest[:8])
 }
 
-// netnsCookie is this network namespace's cookie (getsockopt
-// SO_NETNS_COOKIE on any socket of it).
+// netnsCookie is this network namespace's cookie, a number never reused
+// within a boot (getsockopt SO_NETNS_COOKIE on any socket of it).
 func netnsCookie() (uint64, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, soNetnsCookie)
+	return unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE) // Linux 5.14
 }
 
 // nftGeneration asks the kernel for the ruleset's generation: a
@@ -67,7 +75,7 @@ func netnsCookie() (uint64, error) {
 func nftGeneration() (uint32, error) {
 	req := nl.NewNetlinkRequest(unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETGEN, 0)
 	req.AddData(&nl.Nfgenmsg{NfgenFamily: unix.AF_UNSPEC})
-	msgs, err := req.Execute(unix.NETLINK_NETFILTER, 0)
+	msgs, err := req.Execute(unix.NETLINK_NETFILTER, unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWGEN)
 	if err != nil {
 		return 0, fmt.Errorf("nf_tables generation: %w", err)
 	}
